@@ -1,0 +1,83 @@
+"""The routing graph: the immutable result of compiling a validated config.
+
+A request reads one graph snapshot from start to end; a reload swaps in a new one. Nothing here
+holds run-time state: limiter buckets, cooldowns, budget spend and provider clients live in
+registries keyed by `Deployment.identity`, so they survive a reload of an unchanged deployment.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from sage_bridge.config.loader import LoadedConfig
+from sage_bridge.config.schema import DeploymentConfig, PriceConfig, RetryPolicyConfig
+from sage_bridge.errors import ModelNotFound
+
+Strategy = Literal["fallback", "weighted", "cheapest", "fastest"]
+
+
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    name: str
+    provider: str  # the provider's name in bridge.yaml
+    provider_type: str
+    upstream_model: str
+    config: DeploymentConfig
+    price: PriceConfig | None  # the inline price, else the catalogue's, else None (unpriced)
+    remote: bool  # False for local models, which no USD budget blocks
+    identity: str  # stable digest of the provider's and the deployment's config
+    provider_identity: str  # stable digest of the provider's config alone
+    disabled_reason: str | None = None
+
+    @property
+    def enabled(self) -> bool:
+        return self.disabled_reason is None
+
+    @property
+    def context(self) -> int | None:
+        return self.config.context
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    deployment: Deployment
+    weight: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    name: str
+    strategy: Strategy
+    # Nested routes are flattened, each deployment appears once, and the terminal (if any)
+    # is last. Disabled deployments are kept so `bridgectl graph` can show why.
+    targets: tuple[Target, ...]
+    retry: RetryPolicyConfig
+    terminal: Deployment | None
+
+    def enabled_targets(self) -> tuple[Target, ...]:
+        return tuple(target for target in self.targets if target.deployment.enabled)
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingGraph:
+    routes: Mapping[str, Route]
+    deployments: Mapping[str, Deployment]
+    terminal: Deployment | None
+    loaded: LoadedConfig
+    warnings: tuple[str, ...] = field(default=())
+
+    def resolve(self, model: str) -> Route:
+        """Return the route for a request's `model`; a deployment name is a one-target route."""
+        route = self.routes.get(model)
+        if route is not None:
+            return route
+        deployment = self.deployments.get(model)
+        if deployment is not None:
+            return Route(model, "fallback", (Target(deployment),), RetryPolicyConfig(), None)
+        raise ModelNotFound(
+            f'model "{model}" is not a route or deployment of this bridge; '
+            f"GET /v1/models lists the {len(self.routes)} routes it serves",
+            param="model",
+        )

@@ -1,0 +1,94 @@
+"""The OpenAI-compatible endpoints: chat completions and the model list."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from aiohttp import web
+
+from sage_bridge.errors import BridgeError
+from sage_bridge.graph.model import RoutingGraph
+from sage_bridge.routing.router import RequestContext
+from sage_bridge.server.identity import client_identity
+from sage_bridge.server.keys import REQUEST_ID, RUNTIME
+from sage_bridge.server.parse import read_json, validate
+from sage_bridge.server.wire import DONE, ChunkWriter, chat_completion_body, dumps, error_event
+from sage_bridge.types import ChatRequest, Usage
+
+log = logging.getLogger(__name__)
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    runtime = request.app[RUNTIME]
+    body = await read_json(request, runtime.graph.loaded.config.server.max_body_bytes)
+    chat = validate(ChatRequest, body)
+    ctx = RequestContext(request_id=request[REQUEST_ID], client=client_identity(request))
+    graph = runtime.graph  # this request reads one snapshot from start to end
+    if chat.stream:
+        return await _stream(request, chat, ctx, graph)
+
+    result = await runtime.router.chat(graph, chat, ctx)
+    response = web.Response(body=dumps(chat_completion_body(result, chat.model)), content_type="application/json")
+    response.headers.update(_bridge_headers(ctx))
+    _log_finished(ctx, 200, result.usage)
+    return response
+
+
+async def _stream(request: web.Request, chat: ChatRequest, ctx: RequestContext, graph: RoutingGraph) -> web.StreamResponse:
+    runtime = request.app[RUNTIME]
+    answer = await runtime.router.stream(graph, chat, ctx)
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+    response.headers.update(_bridge_headers(ctx))
+    writer = ChunkWriter(chat.model, chat.wants_usage_chunk)
+    usage = Usage(estimated=True)
+    try:
+        await response.prepare(request)
+        async for event in answer.events:
+            if event.usage is not None:
+                usage = event.usage
+                continue
+            data = writer.event(event)
+            if data:
+                await response.write(data)
+        await response.write(writer.usage(usage) + DONE)
+        _log_finished(ctx, 200, usage)
+    except BridgeError as exc:
+        # The status line is already sent: report the failure in-band and end without [DONE].
+        log.warning("request %s: stream from %s failed: %s", ctx.request_id, answer.deployment.name, exc.message)
+        await response.write(error_event(exc.body()))
+    finally:
+        await answer.events.aclose()  # type: ignore[attr-defined]
+    return response
+
+
+async def list_models(request: web.Request) -> web.Response:
+    graph = request.app[RUNTIME].graph
+    created = int(graph.loaded.path.stat().st_mtime) if graph.loaded.path.exists() else int(time.time())
+    names = list(graph.routes) + [name for name, deployment in graph.deployments.items() if deployment.enabled]
+    data = [{"id": name, "object": "model", "created": created, "owned_by": "sage-bridge"} for name in names]
+    return web.json_response({"object": "list", "data": data})
+
+
+def _bridge_headers(ctx: RequestContext) -> dict[str, str]:
+    return {
+        "x-request-id": ctx.request_id,
+        "x-bridge-route": ctx.route.name if ctx.route else "",
+        "x-bridge-deployment": ctx.deployment.name if ctx.deployment else "",
+        "x-bridge-attempts": str(ctx.attempts),
+        "x-bridge-overhead-ms": f"{ctx.overhead_ms():.2f}",
+    }
+
+
+def _log_finished(ctx: RequestContext, status: int, usage: Usage) -> None:
+    log.info(
+        "request %s finished: route=%s deployment=%s attempts=%d status=%d tokens=%d+%d latency=%.0fms",
+        ctx.request_id,
+        ctx.route.name if ctx.route else "-",
+        ctx.deployment.name if ctx.deployment else "-",
+        ctx.attempts,
+        status,
+        usage.prompt_tokens,
+        usage.completion_tokens,
+        (time.perf_counter() - ctx.started) * 1000,
+    )

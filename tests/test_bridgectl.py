@@ -1,0 +1,62 @@
+"""bridgectl against the real daemon, run as the installed console script."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.harness import Daemon
+
+BRIDGECTL = [sys.executable, "-m", "sage_bridge.cli.main"]
+
+
+def bridgectl(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*BRIDGECTL, *args], capture_output=True, text=True, timeout=120, env={**os.environ, **(env or {})})
+
+
+def test_status_shows_routes_and_deployments(local_daemon: Daemon) -> None:
+    result = bridgectl("--socket", str(local_daemon.socket), "status")
+    assert result.returncode == 0
+    assert "bridged is serving" in result.stdout
+    assert str(local_daemon.config) in result.stdout
+    assert "default" in result.stdout
+    assert "smollm2" in result.stdout
+
+
+def test_status_json_has_pid_and_uptime(local_daemon: Daemon) -> None:
+    result = bridgectl("--socket", str(local_daemon.socket), "status", "--json")
+    data = json.loads(result.stdout)
+    assert local_daemon.process is not None
+    assert data["pid"] == local_daemon.process.pid
+    assert data["uptime_seconds"] >= 0
+    assert data["routes"][0]["targets"] == ["smollm2"]
+
+
+def test_socket_from_environment_variable(local_daemon: Daemon) -> None:
+    result = bridgectl("status", "--json", env={"SAGE_BRIDGE_SOCKET": str(local_daemon.socket)})
+    assert result.returncode == 0
+    assert json.loads(result.stdout)["state"] == "serving"
+
+
+def test_chat_streams_answer(local_daemon: Daemon) -> None:
+    result = bridgectl("--socket", str(local_daemon.socket), "chat", "-m", "default", "--temperature", "0",
+                       "What is the capital of France?")
+    assert result.returncode == 0
+    assert "Paris" in result.stdout
+
+
+def test_chat_unknown_route_fails_with_message(local_daemon: Daemon) -> None:
+    result = bridgectl("--socket", str(local_daemon.socket), "chat", "-m", "nope", "hi")
+    assert result.returncode == 1
+    assert "nope" in result.stderr
+
+
+def test_daemon_not_running_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    result = bridgectl("--socket", str(tmp_path / "absent.sock"), "status")
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1
+    assert "not running" in result.stderr
+    assert "start it with" in result.stderr
