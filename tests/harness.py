@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,7 @@ class Daemon:
         self.config = workdir / "bridge.yaml"
         self.config.write_text(config_text)
         # AF_UNIX paths are limited to 107 bytes, and pytest's tmp paths can be long.
-        self.socket = Path(f"/tmp/sb-test-{os.getpid()}-{id(self)}.sock")
+        self.socket = Path(f"/tmp/sb-test-{os.getpid()}-{uuid.uuid4().hex[:12]}.sock")
         self.state_dir = workdir / "state"
         self.log_path = workdir / "daemon.log"
         self.env = {**os.environ, **(env or {})}

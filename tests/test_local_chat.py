@@ -7,7 +7,8 @@ import asyncio
 import openai
 import pytest
 
-from tests.harness import Daemon
+from tests.conftest import SpawnDaemon
+from tests.harness import LOCAL_MODEL, Daemon, local_config
 
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
@@ -109,3 +110,22 @@ def test_prompt_longer_than_context_is_400(local_daemon: Daemon, stream: bool) -
     assert caught.value.status_code == 400
     assert caught.value.code == "context_length_exceeded"
     assert "2048" in caught.value.message
+
+
+
+def test_local_embeddings_float_and_base64(spawn_daemon: SpawnDaemon) -> None:
+    embedder = f'  embedder: {{provider: local, path: "{LOCAL_MODEL}", context: 512, embedding: true}}\n'
+    daemon = spawn_daemon(local_config().replace("routes:\n", embedder + "routes:\n"))
+    client = daemon.openai_client()
+    as_float = client.embeddings.create(model="embedder", input=["hello world", "bonjour"], encoding_format="float")
+    as_base64 = client.embeddings.create(model="embedder", input=["hello world", "bonjour"])  # the SDK asks for base64
+    assert len(as_float.data) == 2
+    assert len(as_float.data[0].embedding) > 100
+    assert as_float.usage.prompt_tokens > 0
+    assert as_base64.data[0].embedding == pytest.approx(as_float.data[0].embedding, rel=1e-5)
+
+
+def test_embeddings_on_chat_deployment_is_400(local_daemon: Daemon) -> None:
+    with pytest.raises(openai.BadRequestError) as caught:
+        local_daemon.openai_client().embeddings.create(model="smollm2", input="hello")
+    assert "embedding: true" in caught.value.message

@@ -19,8 +19,6 @@ from sage_bridge.errors import ConfigError
 from sage_bridge.graph.compiler import compile_graph
 from sage_bridge.graph.model import RoutingGraph
 from sage_bridge.logs import configure_logging
-from sage_bridge.providers.pool import ProviderPool
-from sage_bridge.routing.router import Router
 from sage_bridge.runtime import DaemonState, Runtime
 from sage_bridge.server.app import build_app
 from sage_bridge.server.unix_socket import SocketInUse, apply_mode, prepare_socket_path, remove_socket
@@ -60,9 +58,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 async def serve(settings: DaemonSettings, graph: RoutingGraph) -> None:
-    pool = ProviderPool()
-    await pool.prepare(graph)
-    runtime = Runtime(settings=settings, graph=graph, pool=pool, router=Router(pool))
+    runtime = await Runtime.start(settings, graph)
     server = graph.loaded.config.server
     runner = web.AppRunner(
         build_app(runtime),
@@ -82,7 +78,7 @@ async def serve(settings: DaemonSettings, graph: RoutingGraph) -> None:
     log.info("draining: %d requests in flight, grace period %.0f s", runtime.in_flight, server.shutdown_grace_seconds)
     remove_socket(path)
     await runner.cleanup()
-    await pool.aclose()
+    await runtime.close()
     runtime.state = DaemonState.STOPPED
     log.info("stopped")
 

@@ -13,13 +13,15 @@ import json
 from pathlib import Path
 from typing import Any
 
+from sage_bridge.accounting.pricing import LOCAL_PROVIDER_TYPES, resolve_price
+from sage_bridge.accounting.spend import parse_scope
+from sage_bridge.accounting.windows import window_for
 from sage_bridge.config.loader import LoadedConfig
-from sage_bridge.config.schema import DeploymentConfig, PriceConfig, RetryPolicyConfig, RouteConfig, WeightedTarget
+from sage_bridge.config.schema import DeploymentConfig, RetryPolicyConfig, RouteConfig, WeightedTarget
 from sage_bridge.config.yaml_source import KeyPath
 from sage_bridge.errors import ConfigError
 from sage_bridge.graph.model import Deployment, Route, RoutingGraph, Target
 
-LOCAL_PROVIDER_TYPES = frozenset({"llama_cpp"})
 NO_KEY = "none"  # api_key value for servers that need no key
 
 
@@ -48,6 +50,7 @@ def compile_graph(loaded: LoadedConfig) -> RoutingGraph:
     for name in routes:
         if name in deployments:
             problems.error(("routes", name), f'route "{name}" has the same name as a deployment; rename one')
+    _check_budgets(loaded, deployments, problems)
     if problems.errors:
         raise ConfigError(problems.errors)
     return RoutingGraph(routes, deployments, terminal, loaded, tuple(problems.warnings))
@@ -67,7 +70,7 @@ def _compile_deployments(loaded: LoadedConfig, problems: _Problems) -> dict[str,
         if upstream_model is None:
             continue
         disabled = _disabled_reason(deployment, provider, problems, path)
-        price = _resolve_price(deployment, upstream_model, local, config.pricing)
+        price = resolve_price(deployment, provider.type, upstream_model, config.pricing)
         if price is None and not local:
             problems.warn(path, f'no price for upstream model "{upstream_model}"; its cost is recorded as unknown')
         provider_identity = _digest(provider.model_dump(mode="json", exclude={"api_key"}), _key_digest(provider))
@@ -112,16 +115,6 @@ def _disabled_reason(deployment: DeploymentConfig, provider: Any, problems: _Pro
     reason = f'provider "{deployment.provider}" has no api_key; set the environment variable its api_key reads'
     problems.warn(path, f"deployment disabled: {reason}")
     return reason
-
-
-def _resolve_price(
-    deployment: DeploymentConfig, upstream_model: str, local: bool, catalogue: dict[str, PriceConfig]
-) -> PriceConfig | None:
-    if deployment.price is not None:
-        return deployment.price
-    if local:
-        return PriceConfig(input=0, output=0)  # type: ignore[arg-type]
-    return catalogue.get(upstream_model)
 
 
 def _compile_terminal(
@@ -202,6 +195,26 @@ def _retry_policy(name: str, route: RouteConfig, loaded: LoadedConfig, problems:
         problems.error(("routes", name, "retry"), _unknown("retry policy", route.retry, loaded.config.retry_policies))
         return RetryPolicyConfig()
     return policy
+
+
+def _check_budgets(loaded: LoadedConfig, deployments: dict[str, Deployment], problems: _Problems) -> None:
+    config = loaded.config
+    known = {"route": config.routes, "deployment": deployments, "provider": config.providers}
+    for index, budget in enumerate(config.budgets):
+        path: KeyPath = ("budgets", index)
+        try:
+            window_for(budget)
+        except ValueError as exc:
+            problems.error(path, str(exc))
+        kind, name = parse_scope(budget.scope)
+        if name is not None and kind in known and name not in known[kind]:
+            problems.error((*path, "scope"), _unknown(kind, name, known[kind]))
+        if budget.usd is None and budget.tokens is None:
+            problems.error(path, f'budget "{budget.scope}" sets no limit; add usd: or tokens:')
+    for name, deployment in deployments.items():
+        if config.budgets and deployment.price is None and deployment.enabled and not config.allow_unpriced:
+            problems.warn(("models", name), f"deployment {name} has no price, so USD budgets refuse its requests; "
+                          "add price: or set allow_unpriced: true")
 
 
 def _unknown(kind: str, name: str, known: Any) -> str:

@@ -10,7 +10,16 @@ from sage_bridge.config.schema import DeploymentConfig, LlamaCppProviderConfig
 from sage_bridge.errors import InvalidRequest
 from sage_bridge.providers.base import Provider
 from sage_bridge.providers.local_model import LocalModel, Piece, SamplingParams
-from sage_bridge.types import ChatRequest, ChatResult, FinishReason, Message, StreamEvent, Usage
+from sage_bridge.types import (
+    ChatRequest,
+    ChatResult,
+    EmbeddingRequest,
+    EmbeddingResult,
+    FinishReason,
+    Message,
+    StreamEvent,
+    Usage,
+)
 
 log = logging.getLogger(__name__)
 
@@ -20,8 +29,8 @@ DEFAULT_TEMPERATURE = 0.2
 DEFAULT_TOP_P = 0.95
 
 
-def _model_key(deployment: DeploymentConfig) -> tuple[str, int | None]:
-    return (deployment.path or "", deployment.context)
+def _model_key(deployment: DeploymentConfig) -> tuple[str, int | None, bool]:
+    return (deployment.path or "", deployment.context, deployment.embedding)
 
 
 class LlamaCppProvider(Provider):
@@ -30,12 +39,12 @@ class LlamaCppProvider(Provider):
 
     def __init__(self, name: str, config: LlamaCppProviderConfig) -> None:
         super().__init__(name, config)
-        self._models: dict[tuple[str, int | None], LocalModel] = {}
+        self._models: dict[tuple[str, int | None, bool], LocalModel] = {}
 
     async def prepare(self, deployment: DeploymentConfig) -> None:
         key = _model_key(deployment)
         if key not in self._models:
-            self._models[key] = await LocalModel.load(key[0], deployment.context, self.config.threads)
+            self._models[key] = await LocalModel.load(key[0], deployment.context, self.config.threads, deployment.embedding)
 
     def release(self, deployment: DeploymentConfig) -> None:
         model = self._models.pop(_model_key(deployment), None)
@@ -60,7 +69,22 @@ class LlamaCppProvider(Provider):
                 usage = event.usage
         return ChatResult(content="".join(parts), finish_reason=finish, usage=usage, upstream_model=self._model_name(deployment))
 
+    async def embed(self, request: EmbeddingRequest, deployment: DeploymentConfig) -> EmbeddingResult:
+        if not deployment.embedding:
+            raise InvalidRequest(
+                f'deployment of {self._model_name(deployment)} is loaded for chat; set embedding: true on a deployment to serve embeddings',
+                param="model",
+            )
+        try:
+            texts = request.texts()
+        except TypeError:
+            raise InvalidRequest("the local model takes text input; send strings, not token ids", param="input") from None
+        vectors, tokens = await (await self._model(deployment)).embed(texts)
+        return EmbeddingResult(vectors=vectors, usage=Usage(prompt_tokens=tokens), upstream_model=self._model_name(deployment))
+
     async def stream_chat(self, request: ChatRequest, deployment: DeploymentConfig) -> AsyncIterator[StreamEvent]:
+        if deployment.embedding:
+            raise InvalidRequest("this deployment is loaded for embeddings; send chat requests to a chat deployment", param="model")
         model = await self._model(deployment)
         params = self._sampling(request, deployment)
         messages = [_template_message(message) for message in request.messages]

@@ -74,25 +74,40 @@ class LocalModel:
         self._executor = executor
         self._turn = asyncio.Lock()
         template = llama.metadata.get("tokenizer.chat_template")
-        if not template:
-            raise ValueError(f"{path} has no tokenizer.chat_template in its metadata; use a chat model")
-        self._formatter = Jinja2ChatFormatter(
-            template=template,
-            eos_token=self._token_text(llama.token_eos()),
-            bos_token=self._token_text(llama.token_bos()),
+        self._formatter = (
+            Jinja2ChatFormatter(
+                template=template,
+                eos_token=self._token_text(llama.token_eos()),
+                bos_token=self._token_text(llama.token_bos()),
+            )
+            if template
+            else None
         )
 
     @classmethod
-    async def load(cls, spec: str, context: int | None, threads: int | None) -> LocalModel:
+    async def load(cls, spec: str, context: int | None, threads: int | None, embedding: bool = False) -> LocalModel:
         """Load the GGUF file on a worker thread and log how long it took."""
         path = resolve_model_path(spec)
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"llama-{path.stem}")
         started = time.perf_counter()
         llama = await asyncio.get_running_loop().run_in_executor(
-            executor, lambda: _construct_llama(path, context or DEFAULT_CONTEXT, threads)
+            executor, lambda: _construct_llama(path, context or DEFAULT_CONTEXT, threads, embedding)
         )
-        log.info("loaded local model %s in %.2f s (context %d tokens)", path.name, time.perf_counter() - started, llama.n_ctx())
+        log.info("loaded local model %s in %.2f s (context %d tokens%s)", path.name, time.perf_counter() - started,
+                 llama.n_ctx(), ", embeddings" if embedding else "")
         return cls(llama, path, executor)
+
+    async def embed(self, texts: list[str]) -> tuple[list[list[float]], int]:
+        """Return one vector per text and the number of input tokens, after waiting for the model."""
+        async with self._turn:
+            return await asyncio.get_running_loop().run_in_executor(self._executor, self._embed, texts)
+
+    def _embed(self, texts: list[str]) -> tuple[list[list[float]], int]:
+        tokens = sum(len(self.llama.tokenize(text.encode("utf-8"), add_bos=True)) for text in texts)
+        for text in texts:
+            self._check_fits(len(self.llama.tokenize(text.encode("utf-8"), add_bos=True)), None)
+        result = self.llama.create_embedding(texts)
+        return [_pooled(item["embedding"]) for item in result["data"]], tokens
 
     def _token_text(self, token: int) -> str:
         if token < 0:
@@ -149,6 +164,8 @@ class LocalModel:
             send(exc)
 
     def _prompt(self, messages: list[dict[str, Any]]) -> tuple[list[int], list[str]]:
+        if self._formatter is None:
+            raise InvalidRequest(f"{self.path.name} has no chat template in its metadata, so it cannot serve chat; use a chat model")
         try:
             formatted = self._formatter(messages=messages)
         except Exception as exc:  # jinja2 errors from the model's own template
@@ -207,7 +224,15 @@ class LocalModel:
         send(Piece(finish_reason=finish_reason, completion_tokens=completion_tokens))
 
 
-def _construct_llama(path: Path, context: int, threads: int | None) -> Any:
+def _pooled(embedding: list[float] | list[list[float]]) -> list[float]:
+    """Mean-pool per-token vectors, which models without a pooling type in their metadata return."""
+    if not embedding or not isinstance(embedding[0], list):
+        return [float(value) for value in embedding]  # type: ignore[arg-type]
+    rows = embedding
+    return [sum(column) / len(rows) for column in zip(*rows, strict=True)]  # type: ignore[arg-type]
+
+
+def _construct_llama(path: Path, context: int, threads: int | None, embedding: bool) -> Any:
     from llama_cpp import Llama
 
-    return Llama(model_path=str(path), n_ctx=context, n_threads=threads, verbose=False)
+    return Llama(model_path=str(path), n_ctx=context, n_threads=threads, embedding=embedding, verbose=False)

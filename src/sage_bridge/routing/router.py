@@ -1,121 +1,274 @@
-"""Run one request over a routing graph snapshot: plan the targets, attempt them, fall back."""
+"""Run one request over a routing graph snapshot: plan the targets, attempt them with retries,
+fall back, and settle the cost of the attempt that answered."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
 
-from sage_bridge.errors import Action, AllTargetsFailed, Attempt, ContextLengthExceeded, UpstreamError
+from sage_bridge.accounting.budgets import BudgetBook, OverBudget
+from sage_bridge.accounting.ledger import Outcome
+from sage_bridge.accounting.cost import estimate_embedding_tokens, estimate_prompt_tokens
+from sage_bridge.errors import (
+    Action,
+    AllTargetsFailed,
+    Attempt,
+    BridgeError,
+    ContextLengthExceeded,
+    ErrorKind,
+    RateLimited,
+    UpstreamDetail,
+    UpstreamError,
+)
 from sage_bridge.graph.model import Deployment, Route, RoutingGraph
+from sage_bridge.limits.admission import Admission
+from sage_bridge.limits.clock import Clock, LoopClock
+from sage_bridge.limits.limiter import Permit
+from sage_bridge.limits.registry import LimiterRegistry
+from sage_bridge.providers.base import Provider
 from sage_bridge.providers.pool import ProviderPool
-from sage_bridge.types import ChatRequest, ChatResult, StreamEvent
+from sage_bridge.routing.backoff import RetryAction, attempt_timeout, decide_retry, request_deadline
+from sage_bridge.routing.context import RequestContext
+from sage_bridge.routing.lease import Lease, LeaseIssuer, Skip
+from sage_bridge.routing.settlement import Accountant
+from sage_bridge.routing.strategies import Planner
+from sage_bridge.routing.streams import StreamAnswer, open_stream
+from sage_bridge.types import ChatRequest, ChatResult, EmbeddingRequest, EmbeddingResult
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+Call = Callable[[Provider, Deployment], Awaitable[T]]
 
-@dataclass(slots=True)
-class RequestContext:
-    """What the bridge knows about one request while it runs."""
-
-    request_id: str
-    client: str
-    started: float = field(default_factory=time.perf_counter)
-    upstream_seconds: float = 0.0  # time spent waiting on deployments, excluded from overhead
-    failures: list[Attempt] = field(default_factory=list)
-    route: Route | None = None
-    deployment: Deployment | None = None
-
-    @property
-    def attempts(self) -> int:
-        return len(self.failures) + (1 if self.deployment is not None else 0)
-
-    def overhead_ms(self) -> float:
-        return max(0.0, (time.perf_counter() - self.started - self.upstream_seconds) * 1000)
+__all__ = ["RequestContext", "Router", "StreamAnswer"]
 
 
 @dataclass(slots=True)
-class StreamAnswer:
-    """A stream committed to one deployment: its first events are already received."""
+class _Run:
+    """The state of one request's walk along its plan."""
 
-    deployment: Deployment
-    events: AsyncIterator[StreamEvent]
+    route: Route
+    ctx: RequestContext
+    output_cap: int | None
+    deadline: float | None
+    queue_timeout: float
+    admission: Admission | None = None
+    needed_context: int = 0  # after a context-length error, only larger windows are tried
+    refusal: OverBudget | None = None  # the latest budget refusal of a target that was skipped
 
 
 class Router:
-    def __init__(self, pool: ProviderPool) -> None:
+    def __init__(
+        self,
+        pool: ProviderPool,
+        limiters: LimiterRegistry,
+        leases: LeaseIssuer,
+        accountant: Accountant,
+        planner: Planner,
+        budgets: BudgetBook,
+        clock: Clock | None = None,
+    ) -> None:
         self.pool = pool
-
-    def plan(self, route: Route) -> list[Deployment]:
-        return [target.deployment for target in route.enabled_targets()]
+        self.limiters = limiters
+        self.leases = leases
+        self.accountant = accountant
+        self.planner = planner
+        self.budgets = budgets
+        self.clock = clock or LoopClock()
 
     async def chat(self, graph: RoutingGraph, request: ChatRequest, ctx: RequestContext) -> ChatResult:
-        route = ctx.route = graph.resolve(request.model)
-        for deployment in self.plan(route):
-            provider = self.pool.get(deployment)
-            started = time.perf_counter()
-            try:
-                result = await provider.chat(request, deployment.config)
-            except (UpstreamError, ContextLengthExceeded) as exc:
-                self._record_failure(ctx, deployment, exc)
-                continue
-            finally:
-                ctx.upstream_seconds += time.perf_counter() - started
-            ctx.deployment = deployment
+        ctx.estimated_prompt_tokens = estimate_prompt_tokens(request)
+
+        async def call(provider: Provider, deployment: Deployment) -> ChatResult:
+            return await provider.chat(request, deployment.config)
+
+        async with self._request(graph, request.model, ctx, request.output_limit) as run:
+            result, lease = await self._walk(run, call)
+            await self.accountant.settle(ctx, lease, result.usage)
             return result
-        raise self._final_error(route, ctx)
+
+    async def embed(self, graph: RoutingGraph, request: EmbeddingRequest, ctx: RequestContext) -> EmbeddingResult:
+        ctx.endpoint = "embeddings"
+        ctx.estimated_prompt_tokens = estimate_embedding_tokens(request)
+
+        async def call(provider: Provider, deployment: Deployment) -> EmbeddingResult:
+            return await provider.embed(request, deployment.config)
+
+        async with self._request(graph, request.model, ctx, 0) as run:
+            result, lease = await self._walk(run, call)
+            await self.accountant.settle(ctx, lease, result.usage)
+            return result
 
     async def stream(self, graph: RoutingGraph, request: ChatRequest, ctx: RequestContext) -> StreamAnswer:
         """Open a stream on the first target that produces output. A failure before the first
-        content or tool-call delta moves on to the next target, invisibly to the client."""
-        route = ctx.route = graph.resolve(request.model)
-        for deployment in self.plan(route):
-            events = self.pool.get(deployment).stream_chat(request, deployment.config)
-            started = time.perf_counter()
+        content or tool-call delta moves on to the next target, invisibly to the client; the
+        returned answer settles the cost when its events end."""
+        ctx.estimated_prompt_tokens = estimate_prompt_tokens(request)
+
+        async def call(provider: Provider, deployment: Deployment) -> StreamAnswer:
+            return await open_stream(provider, deployment, request, ctx)
+
+        async with self._request(graph, request.model, ctx, request.output_limit) as run:
+            answer, lease = await self._walk(run, call)
+            # The stream settles the cost and frees the admission slot when its events end.
+            answer.bind(lease, self.accountant, run.admission)
+            run.admission = None
+            return answer
+
+    @contextlib.asynccontextmanager
+    async def _request(self, graph: RoutingGraph, model: str, ctx: RequestContext, output_cap: int | None
+                       ) -> AsyncIterator[_Run]:
+        """Admit the request, check the client's own limit, and record a refused request."""
+        route = ctx.route = graph.resolve(model)
+        limits = graph.loaded.config.limits
+        run = _Run(route, ctx, output_cap, request_deadline(route.retry, self.clock.monotonic()), limits.queue_timeout)
+        try:
+            run.admission = await self.limiters.admission.admit()
+            self._check_client_limit(ctx, output_cap)
+            yield run
+        except BridgeError as refused:
+            if not ctx.cost_settled:
+                outcome: Outcome = "error" if isinstance(refused, (AllTargetsFailed, UpstreamError)) else "rejected"
+                await self.accountant.record_refusal(ctx, outcome, refused.code or refused.error_type)
+            raise
+        finally:
+            if run.admission is not None:
+                run.admission.release()
+
+    def _check_client_limit(self, ctx: RequestContext, output_cap: int | None) -> None:
+        limiter = self.limiters.client(ctx.client)
+        if limiter is None:
+            return
+        tokens = ctx.estimated_prompt_tokens + (output_cap or 0)
+        permit = limiter.try_acquire(tokens)
+        if permit is None:
+            wait = limiter.time_until_capacity(tokens)
+            raise RateLimited(f'client "{ctx.client}" is over its rate limit; retry in {wait:.1f} s', retry_after=wait)
+        # NOTE: the client's tokens are charged at the estimate; real usage is not fed back.
+        permit.settle(tokens)
+        permit.release()
+
+    # Walking the plan.
+
+    async def _walk(self, run: _Run, call: Call[T]) -> tuple[T, Lease]:
+        tokens = run.ctx.estimated_prompt_tokens + (run.output_cap or 0)
+        waiting: list[Deployment] = []
+        for target in self.planner.order(run.route, run.ctx.estimated_prompt_tokens, run.output_cap):
+            deployment = target.deployment
             try:
-                head = await _read_until_commit(events)
-            except (UpstreamError, ContextLengthExceeded) as exc:
-                await events.aclose()
-                self._record_failure(ctx, deployment, exc)
+                self._check_fits(run, deployment)
+                self.leases.check_available(deployment, tokens)
+            except Skip as skip:
+                self._skip(run.ctx, deployment, skip)
+                if skip.kind == "rate_limited_locally":
+                    waiting.append(deployment)
                 continue
-            finally:
-                ctx.upstream_seconds += time.perf_counter() - started
+            answer = await self._try_deployment(run, deployment, call)
+            if answer is not None:
+                return answer
+        if waiting:
+            answer = await self._wait_for_capacity(run, waiting, tokens, call)
+            if answer is not None:
+                return answer
+        raise self._final_error(run)
+
+    async def _try_deployment(self, run: _Run, deployment: Deployment, call: Call[T], permit: Permit | None = None
+                              ) -> tuple[T, Lease] | None:
+        """Attempt one deployment, retrying per the route's policy; None means move on."""
+        policy, ctx = run.route.retry, run.ctx
+        made = 0
+        while True:
+            try:
+                lease = self.leases.issue(deployment, run.route, ctx, run.output_cap, permit)
+            except OverBudget as refused:
+                if refused.on_exceed == "reject":
+                    raise
+                run.refusal = refused
+                self._skip(ctx, deployment, Skip("over_budget", refused.message))
+                return None
+            except Skip as skip:
+                self._skip(ctx, deployment, skip)
+                return None
+            permit = None  # a permit handed in is used by the first attempt only
+            made += 1
+            try:
+                value = await self._call(run, deployment, lease, call)
+            except (UpstreamError, ContextLengthExceeded) as failure:
+                kind = failure.kind if isinstance(failure, UpstreamError) else ErrorKind.CONTEXT_LENGTH
+                lease.fail(self.budgets, kind)
+                self._record_failure(ctx, deployment, failure, kind)
+                if kind.action is Action.FINAL:
+                    raise
+                if kind is ErrorKind.CONTEXT_LENGTH:
+                    run.needed_context = max(run.needed_context, (deployment.context or 0) + 1)
+                if kind.action is Action.FALLBACK:
+                    return None
+                decision = decide_retry(policy, made, now=self.clock.monotonic(), deadline=run.deadline,
+                                        retry_after=failure.retry_after if isinstance(failure, UpstreamError) else None)
+                if decision.action is RetryAction.MOVE_ON:
+                    log.info("request %s: moving on from %s: %s", ctx.request_id, deployment.name, decision.reason)
+                    return None
+                log.info("request %s: %s on %s", ctx.request_id, decision.reason, deployment.name)
+                await self.clock.sleep(decision.delay)
+                continue
+            except BaseException:
+                lease.abandon(self.budgets)
+                raise
             ctx.deployment = deployment
-            return StreamAnswer(deployment, _chain(head, events))
-        raise self._final_error(route, ctx)
+            return value, lease
 
-    def _record_failure(self, ctx: RequestContext, deployment: Deployment, exc: UpstreamError | ContextLengthExceeded) -> None:
-        kind = exc.kind.label if isinstance(exc, UpstreamError) else "context_length"
-        ctx.failures.append(Attempt(deployment.name, kind, exc.message))
-        log.warning(
-            "request %s: deployment %s failed (%s): %s; trying the next target",
-            ctx.request_id, deployment.name, kind, exc.message,
-        )
-        if isinstance(exc, UpstreamError) and exc.kind.action is Action.FINAL:
-            raise exc
+    async def _call(self, run: _Run, deployment: Deployment, lease: Lease, call: Call[T]) -> T:
+        provider = self.pool.get(deployment)
+        timeout = attempt_timeout(run.route.retry, self.clock.monotonic(), run.deadline)
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(timeout):
+                return await call(provider, deployment)
+        except TimeoutError:
+            raise UpstreamError(
+                ErrorKind.TIMEOUT, f"deployment {deployment.name} did not answer within {timeout:.3g} s",
+                UpstreamDetail(provider=deployment.provider),
+            ) from None
+        finally:
+            run.ctx.upstream_seconds += time.perf_counter() - started
 
-    def _final_error(self, route: Route, ctx: RequestContext) -> Exception:
-        if ctx.failures and all(failure.kind == "context_length" for failure in ctx.failures):
+    async def _wait_for_capacity(self, run: _Run, waiting: list[Deployment], tokens: int, call: Call[T]
+                                 ) -> tuple[T, Lease] | None:
+        """No target had capacity: wait up to the queue timeout for the first that frees up."""
+        soonest = min(waiting, key=lambda d: self.limiters.deployment(d.name).time_until_capacity(tokens))
+        log.info("request %s: every target is at its rate limit; waiting up to %.1f s for %s",
+                 run.ctx.request_id, run.queue_timeout, soonest.name)
+        permit = await self.limiters.deployment(soonest.name).acquire(tokens, timeout=run.queue_timeout)
+        return await self._try_deployment(run, soonest, call, permit)
+
+    def _check_fits(self, run: _Run, deployment: Deployment) -> None:
+        context = deployment.context
+        if context is None:
+            return
+        if run.ctx.estimated_prompt_tokens > context:
+            raise Skip("context_window", f"the prompt (about {run.ctx.estimated_prompt_tokens} tokens) does not fit "
+                                         f"the {context}-token window of {deployment.name}")
+        if context < run.needed_context:
+            raise Skip("context_window", f"{deployment.name} has a smaller window than a target that was already too small")
+
+    def _skip(self, ctx: RequestContext, deployment: Deployment, skip: Skip) -> None:
+        ctx.skip(deployment, skip.kind, skip.message)
+        log.info("request %s: skipping %s: %s", ctx.request_id, deployment.name, skip.message)
+
+    def _record_failure(self, ctx: RequestContext, deployment: Deployment, failure: BridgeError, kind: ErrorKind) -> None:
+        ctx.failures.append(Attempt(deployment.name, kind.label, failure.message))
+        log.warning("request %s: deployment %s failed (%s): %s", ctx.request_id, deployment.name, kind.label, failure.message)
+
+    def _final_error(self, run: _Run) -> BridgeError:
+        failures = run.ctx.failures
+        if failures and all(f.kind in ("context_length", "context_window") for f in failures):
             # No target had room: the client must shorten the prompt, so say exactly that.
-            return ContextLengthExceeded(ctx.failures[-1].message, param="messages")
-        return AllTargetsFailed(route.name, ctx.failures)
-
-
-async def _read_until_commit(events: AsyncIterator[StreamEvent]) -> list[StreamEvent]:
-    head: list[StreamEvent] = []
-    async for event in events:
-        head.append(event)
-        if event.commits or event.finish_reason is not None:
-            break
-    return head
-
-
-async def _chain(head: list[StreamEvent], rest: AsyncIterator[StreamEvent]) -> AsyncIterator[StreamEvent]:
-    try:
-        for event in head:
-            yield event
-        async for event in rest:
-            yield event
-    finally:
-        await rest.aclose()  # type: ignore[attr-defined]
+            return ContextLengthExceeded(failures[-1].message, param="messages")
+        if run.refusal is not None and all(f.kind == "over_budget" for f in failures):
+            return run.refusal
+        return AllTargetsFailed(run.route.name, failures)

@@ -25,6 +25,7 @@ def build_app(runtime: Runtime) -> web.Application:
     app = web.Application(middlewares=[_errors], client_max_size=runtime.graph.loaded.config.server.max_body_bytes)
     app[RUNTIME] = runtime
     app.router.add_post("/v1/chat/completions", openai_api.chat_completions)
+    app.router.add_post("/v1/embeddings", openai_api.embeddings)
     app.router.add_get("/v1/models", openai_api.list_models)
     app.router.add_get("/healthz", admin_api.healthz)
     app.router.add_get("/admin/status", admin_api.status)

@@ -13,8 +13,9 @@ from sage_bridge.routing.router import RequestContext
 from sage_bridge.server.identity import client_identity
 from sage_bridge.server.keys import REQUEST_ID, RUNTIME
 from sage_bridge.server.parse import read_json, validate
-from sage_bridge.server.wire import DONE, ChunkWriter, chat_completion_body, dumps, error_event
-from sage_bridge.types import ChatRequest, Usage
+from sage_bridge.accounting.cost import format_usd
+from sage_bridge.server.wire import DONE, ChunkWriter, chat_completion_body, dumps, embeddings_body, error_event
+from sage_bridge.types import ChatRequest, EmbeddingRequest, Usage
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,18 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
 
     result = await runtime.router.chat(graph, chat, ctx)
     response = web.Response(body=dumps(chat_completion_body(result, chat.model)), content_type="application/json")
+    response.headers.update(_bridge_headers(ctx))
+    _log_finished(ctx, 200, result.usage)
+    return response
+
+
+async def embeddings(request: web.Request) -> web.Response:
+    runtime = request.app[RUNTIME]
+    body = await read_json(request, runtime.graph.loaded.config.server.max_body_bytes)
+    embed = validate(EmbeddingRequest, body)
+    ctx = RequestContext(request_id=request[REQUEST_ID], client=client_identity(request), endpoint="embeddings")
+    result = await runtime.router.embed(runtime.graph, embed, ctx)
+    response = web.Response(body=dumps(embeddings_body(result, embed)), content_type="application/json")
     response.headers.update(_bridge_headers(ctx))
     _log_finished(ctx, 200, result.usage)
     return response
@@ -58,7 +71,7 @@ async def _stream(request: web.Request, chat: ChatRequest, ctx: RequestContext, 
         log.warning("request %s: stream from %s failed: %s", ctx.request_id, answer.deployment.name, exc.message)
         await response.write(error_event(exc.body()))
     finally:
-        await answer.events.aclose()  # type: ignore[attr-defined]
+        await answer.aclose()
     return response
 
 
@@ -71,13 +84,18 @@ async def list_models(request: web.Request) -> web.Response:
 
 
 def _bridge_headers(ctx: RequestContext) -> dict[str, str]:
-    return {
+    headers = {
         "x-request-id": ctx.request_id,
         "x-bridge-route": ctx.route.name if ctx.route else "",
         "x-bridge-deployment": ctx.deployment.name if ctx.deployment else "",
         "x-bridge-attempts": str(ctx.attempts),
         "x-bridge-overhead-ms": f"{ctx.overhead_ms():.2f}",
     }
+    # NOTE: a stream's headers leave before its cost is known, so streams carry no cost header;
+    # their cost is in the ledger and in `bridgectl usage`.
+    if ctx.cost_settled:
+        headers["x-bridge-cost-usd"] = "unknown" if ctx.cost is None else format_usd(ctx.cost)
+    return headers
 
 
 def _log_finished(ctx: RequestContext, status: int, usage: Usage) -> None:

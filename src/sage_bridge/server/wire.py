@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import secrets
+import struct
 import time
 from typing import Any
 
-from sage_bridge.types import ChatResult, StreamEvent, Usage
+from sage_bridge.types import ChatResult, EmbeddingRequest, EmbeddingResult, StreamEvent, Usage
 
 DONE = b"data: [DONE]\n\n"
 
@@ -36,6 +38,22 @@ def chat_completion_body(result: ChatResult, model: str) -> dict[str, Any]:
         "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": result.finish_reason}],
         "usage": result.usage.to_openai(),
     }
+
+
+def embeddings_body(result: EmbeddingResult, request: EmbeddingRequest) -> dict[str, Any]:
+    data = [
+        {"object": "embedding", "index": index, "embedding": _encode_vector(vector, request.encoding_format)}
+        for index, vector in enumerate(result.vectors)
+    ]
+    usage = {"prompt_tokens": result.usage.prompt_tokens, "total_tokens": result.usage.prompt_tokens}
+    return {"object": "list", "data": data, "model": request.model, "usage": usage}
+
+
+def _encode_vector(vector: list[float], encoding: str) -> list[float] | str:
+    if encoding == "base64":
+        # OpenAI's base64 form: little-endian float32, which the SDK decodes by default.
+        return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode("ascii")
+    return vector
 
 
 class ChunkWriter:
