@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from sage_bridge.cli import graph_commands
 from sage_bridge.cli.client import BridgeClient, DaemonError, DaemonUnreachable
 from sage_bridge.cli.render import render_status
 from sage_bridge.config.settings import socket_from_environment
@@ -27,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("-m", "--model", default="default", help="route or deployment to ask (default: default)")
     chat.add_argument("--max-tokens", type=int, help="cap on generated tokens")
     chat.add_argument("--temperature", type=float, help="sampling temperature, 0 to 2")
+
+    graph_commands.add_parsers(commands)
     return parser
 
 
@@ -53,6 +57,8 @@ async def _chat(client: BridgeClient, args: argparse.Namespace) -> int:
 _COMMANDS: dict[str, Callable[[BridgeClient, argparse.Namespace], Awaitable[int]]] = {
     "status": _status,
     "chat": _chat,
+    "check": graph_commands.check,
+    "graph": graph_commands.graph,
 }
 
 
@@ -66,6 +72,10 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader (head, less) closed the pipe early; that needs no traceback.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -109,7 +109,7 @@ def _describe_validation_errors(exc: ValidationError, positions: PositionMap, pa
 
 def _schema_path(loc: tuple[str | int, ...]) -> KeyPath:
     # pydantic adds union member tags (the provider type, "str") to the location; drop them.
-    tags = {"openai", "anthropic", "cohere", "llama_cpp", "str", "WeightedTarget"}
+    tags = {"openai", "anthropic", "cohere", "llama_cpp"}
     cleaned: list[str | int] = []
     for index, part in enumerate(loc):
         if isinstance(part, str) and part in tags and index >= 2:

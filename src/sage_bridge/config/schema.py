@@ -7,7 +7,7 @@ rather than a setting that silently does nothing.
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
@@ -115,10 +115,18 @@ class WeightedTarget(Strict):
 
 class RouteConfig(Strict):
     strategy: Literal["fallback", "weighted", "cheapest", "fastest"] = "fallback"
-    targets: list[str | WeightedTarget] = Field(min_length=1)
+    targets: list[WeightedTarget] = Field(min_length=1)
     retry: str | None = None
     # Unset: the top-level terminal is appended. "none": no terminal. A name: that deployment.
     terminal: str | None = None
+
+    @field_validator("targets", mode="before")
+    @classmethod
+    def _names_to_targets(cls, value: Any) -> Any:
+        # A bare name is shorthand for {target: NAME, weight: 1}.
+        if isinstance(value, list):
+            return [{"target": entry} if isinstance(entry, str) else entry for entry in value]
+        return value
 
 
 class RetryPolicyConfig(Strict):

@@ -17,7 +17,7 @@ from sage_bridge.accounting.pricing import LOCAL_PROVIDER_TYPES, resolve_price
 from sage_bridge.accounting.spend import parse_scope
 from sage_bridge.accounting.windows import window_for
 from sage_bridge.config.loader import LoadedConfig
-from sage_bridge.config.schema import DeploymentConfig, RetryPolicyConfig, RouteConfig, WeightedTarget
+from sage_bridge.config.schema import DeploymentConfig, RetryPolicyConfig, RouteConfig
 from sage_bridge.config.yaml_source import KeyPath
 from sage_bridge.errors import ConfigError
 from sage_bridge.graph.model import Deployment, Route, RoutingGraph, Target
@@ -159,7 +159,7 @@ def _flatten(
 ) -> None:
     routes = loaded.config.routes
     for index, entry in enumerate(route.targets):
-        target_name, weight = (entry.target, entry.weight) if isinstance(entry, WeightedTarget) else (entry, 1.0)
+        target_name, weight = entry.target, entry.weight
         path: KeyPath = ("routes", name, "targets", index)
         if target_name in deployments:
             if all(t.deployment.name != target_name for t in out):

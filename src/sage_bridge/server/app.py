@@ -11,7 +11,7 @@ from aiohttp import web
 from sage_bridge.errors import BridgeError, InvalidRequest
 from sage_bridge.runtime import Runtime
 from sage_bridge.secrets import redact
-from sage_bridge.server import admin_api, openai_api
+from sage_bridge.server import admin_api, graph_api, openai_api
 from sage_bridge.server.keys import REQUEST_ID, RUNTIME
 from sage_bridge.server.wire import dumps
 
@@ -29,6 +29,7 @@ def build_app(runtime: Runtime) -> web.Application:
     app.router.add_get("/v1/models", openai_api.list_models)
     app.router.add_get("/healthz", admin_api.healthz)
     app.router.add_get("/admin/status", admin_api.status)
+    app.router.add_get("/admin/graph", graph_api.graph)
     return app
 
 
