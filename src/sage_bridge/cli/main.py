@@ -10,7 +10,7 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from sage_bridge.cli import graph_commands
+from sage_bridge.cli import graph_commands, usage_command
 from sage_bridge.cli.client import BridgeClient, DaemonError, DaemonUnreachable
 from sage_bridge.cli.render import render_status
 from sage_bridge.config.settings import socket_from_environment
@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     chat.add_argument("--temperature", type=float, help="sampling temperature, 0 to 2")
 
     graph_commands.add_parsers(commands)
+    usage_command.add_parser(commands)
     return parser
 
 
@@ -59,6 +60,7 @@ _COMMANDS: dict[str, Callable[[BridgeClient, argparse.Namespace], Awaitable[int]
     "chat": _chat,
     "check": graph_commands.check,
     "graph": graph_commands.graph,
+    "usage": usage_command.usage,
 }
 
 

@@ -11,7 +11,7 @@ from aiohttp import web
 from sage_bridge.errors import BridgeError, InvalidRequest
 from sage_bridge.runtime import Runtime
 from sage_bridge.secrets import redact
-from sage_bridge.server import admin_api, graph_api, openai_api
+from sage_bridge.server import admin_api, graph_api, openai_api, usage_api
 from sage_bridge.server.keys import REQUEST_ID, RUNTIME
 from sage_bridge.server.wire import dumps
 
@@ -30,6 +30,7 @@ def build_app(runtime: Runtime) -> web.Application:
     app.router.add_get("/healthz", admin_api.healthz)
     app.router.add_get("/admin/status", admin_api.status)
     app.router.add_get("/admin/graph", graph_api.graph)
+    app.router.add_get("/admin/usage", usage_api.usage)
     return app
 
 
