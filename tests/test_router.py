@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sage_bridge.errors import AllTargetsFailed, ErrorKind, UpstreamError
+from sage_bridge.errors import AllTargetsFailed, ErrorKind, UnsupportedParameter, UpstreamError
 from tests.mocks.base import Reply
 from tests.mocks.openai_mock import OpenAIMock, openai_error
 from tests.routing_env import RETRY_POLICIES, RecordingClock, chat, context, local_deployment, openai_providers, runtime_for
@@ -149,3 +149,24 @@ async def test_context_length_error_moves_to_larger_window(tmp_path: Path, mocks
     assert result.content
     assert backup.calls == 1
     assert ctx.deployment is not None and ctx.deployment.name == "backup"
+
+
+TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]
+
+
+async def test_unsupported_parameter_moves_to_a_target_that_honours_it(tmp_path: Path,
+                                                                       mocks: tuple[OpenAIMock, OpenAIMock]) -> None:
+    primary, _ = mocks
+    config = openai_providers({"p1": primary}) + "models:\n  cloud: {provider: p1, model: gpt-4o}\n" + local_deployment()
+    config += "routes:\n  chat: {targets: [smollm2, cloud], terminal: none}\n  local-only: {targets: [smollm2], terminal: none}\n"
+    async with runtime_for(tmp_path, config, RecordingClock()) as runtime:
+        ctx = context()
+        await runtime.router.chat(runtime.graph, chat("chat", tools=TOOLS), ctx)
+        with pytest.raises(UnsupportedParameter) as caught:
+            await runtime.router.chat(runtime.graph, chat("local-only", tools=TOOLS), context())
+    assert ctx.deployment is not None and ctx.deployment.name == "cloud"
+    assert [failure.kind for failure in ctx.failures] == ["unsupported_params"]
+    assert ctx.attempts == 1
+    assert primary.calls == 1
+    assert caught.value.status == 400
+    assert caught.value.param == "tools"

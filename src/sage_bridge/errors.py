@@ -3,6 +3,8 @@
     BridgeError                    anything the bridge answers with an OpenAI-shaped error body
     ├── RequestError               the request cannot be served as sent (answered at once)
     │   ├── InvalidRequest         400: malformed JSON, missing or wrongly typed fields
+    │   │   └── UnsupportedParameter   400: a deployment cannot honour a parameter (the router
+    │   │                              tries the next target before answering with it)
     │   ├── ContextLengthExceeded  400: the prompt does not fit the model's context window
     │   ├── Forbidden              403: the caller is not allowed to use the bridge
     │   ├── ModelNotFound          404: no route or deployment has this name
@@ -92,6 +94,14 @@ class RequestError(BridgeError):
 
 class InvalidRequest(RequestError):
     """Raised for malformed JSON, missing fields or values of the wrong type."""
+
+
+class UnsupportedParameter(InvalidRequest):
+    """Raised by an adapter whose deployment rejects a parameter it cannot honour.
+
+    The router treats it as "this target cannot serve the request" and tries the next one; the
+    client sees it only when no target could serve the request as sent.
+    """
 
 
 class ContextLengthExceeded(RequestError):

@@ -17,7 +17,7 @@ from typing import Any
 from pydantic import SecretStr
 
 from sage_bridge.config.schema import DeploymentConfig
-from sage_bridge.errors import ErrorKind, InvalidRequest, UpstreamDetail, UpstreamError
+from sage_bridge.errors import ErrorKind, InvalidRequest, UnsupportedParameter, UpstreamDetail, UpstreamError
 from sage_bridge.secrets import register_secret
 from sage_bridge.types import ChatRequest, FinishReason, ImagePart, Message, TextPart, ToolCall, Usage
 
@@ -70,7 +70,7 @@ def upstream_model(provider: str, deployment: DeploymentConfig) -> str:
 class ParamPolicy:
     """Drop or reject the request parameters one provider cannot honour.
 
-    The deployment's `unsupported_params` decides: "reject" raises InvalidRequest naming the
+    The deployment's `unsupported_params` decides: "reject" raises UnsupportedParameter naming the
     parameter, "drop" leaves it out of the upstream request and logs it at DEBUG.
     """
 
@@ -82,7 +82,7 @@ class ParamPolicy:
     def unsupported(self, param: str, reason: str) -> None:
         """Apply the policy to `param`; return only when the parameter may be dropped."""
         if self.reject:
-            raise InvalidRequest(
+            raise UnsupportedParameter(
                 f'parameter "{param}" is not supported by provider "{self.provider}" ({reason}); '
                 "remove it from the request, or set unsupported_params: drop on the deployment "
                 "to have the bridge leave it out",
@@ -99,9 +99,9 @@ class ParamPolicy:
 
 
 def reject_several_choices(request: ChatRequest, provider: str) -> None:
-    """Raise InvalidRequest when the client asks for more than one choice."""
+    """Raise UnsupportedParameter when the client asks for more than one choice."""
     if request.n is not None and request.n > 1:
-        raise InvalidRequest(
+        raise UnsupportedParameter(
             f'provider "{provider}" is called for one choice per request, but the request has n={request.n}; '
             "send n=1 (or leave n out) and make several requests instead",
             param="n",

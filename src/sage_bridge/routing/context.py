@@ -42,4 +42,6 @@ class RequestContext:
 
 
 # Reasons a target was passed over without a call; they do not count as attempts.
-SKIP_KINDS = frozenset({"cooling_down", "context_window", "rate_limited_locally", "over_budget", "unpriced"})
+SKIP_KINDS = frozenset(
+    {"cooling_down", "context_window", "rate_limited_locally", "over_budget", "unpriced", "unsupported_params"}
+)

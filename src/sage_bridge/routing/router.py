@@ -22,6 +22,7 @@ from sage_bridge.errors import (
     ContextLengthExceeded,
     ErrorKind,
     RateLimited,
+    UnsupportedParameter,
     UpstreamDetail,
     UpstreamError,
 )
@@ -33,7 +34,7 @@ from sage_bridge.limits.registry import LimiterRegistry
 from sage_bridge.providers.base import Provider
 from sage_bridge.providers.pool import ProviderPool
 from sage_bridge.routing.backoff import RetryAction, attempt_timeout, decide_retry, request_deadline
-from sage_bridge.routing.context import RequestContext
+from sage_bridge.routing.context import SKIP_KINDS, RequestContext
 from sage_bridge.routing.lease import Lease, LeaseIssuer, Skip
 from sage_bridge.routing.settlement import Accountant
 from sage_bridge.routing.strategies import Planner
@@ -60,6 +61,7 @@ class _Run:
     admission: Admission | None = None
     needed_context: int = 0  # after a context-length error, only larger windows are tried
     refusal: OverBudget | None = None  # the latest budget refusal of a target that was skipped
+    unsupported: UnsupportedParameter | None = None  # the first target that could not honour a parameter
 
 
 class Router:
@@ -216,6 +218,11 @@ class Router:
                 log.info("request %s: %s on %s", ctx.request_id, decision.reason, deployment.name)
                 await self.clock.sleep(decision.delay)
                 continue
+            except UnsupportedParameter as unsupported:
+                lease.abandon(self.budgets)
+                run.unsupported = run.unsupported or unsupported
+                self._skip(ctx, deployment, Skip("unsupported_params", unsupported.message))
+                return None
             except BaseException:
                 lease.abandon(self.budgets)
                 raise
@@ -271,4 +278,7 @@ class Router:
             return ContextLengthExceeded(failures[-1].message, param="messages")
         if run.refusal is not None and all(f.kind == "over_budget" for f in failures):
             return run.refusal
+        if run.unsupported is not None and all(f.kind in SKIP_KINDS for f in failures):
+            # Nothing failed upstream: no target can honour the request as sent, so say why.
+            return run.unsupported
         return AllTargetsFailed(run.route.name, failures)
