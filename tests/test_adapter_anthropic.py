@@ -362,6 +362,7 @@ async def test_early_stop_closes_the_stream(provider: AnthropicProvider, anthrop
     anthropic_upstream.enqueue(Reply(text="one two three four five six seven", chunk_size=2, event_delay=0.05))
 
     stream = cast(AsyncGenerator[StreamEvent, None], provider.stream_chat(chat_request(), DEPLOYMENT))
+    headers = await anext(stream)
     first = await anext(stream)
     await stream.aclose()
     for _ in range(100):
@@ -369,6 +370,7 @@ async def test_early_stop_closes_the_stream(provider: AnthropicProvider, anthrop
             break
         await asyncio.sleep(0.02)
 
+    assert headers.rate_limits is not None
     assert first.content == "on"
     assert anthropic_upstream.in_flight == 0
 

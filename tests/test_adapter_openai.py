@@ -356,6 +356,7 @@ async def test_early_stop_closes_the_stream(provider: OpenAIProvider, openai_ups
     openai_upstream.enqueue(Reply(text="one two three four five six seven", chunk_size=2, event_delay=0.05))
 
     stream = cast(AsyncGenerator[StreamEvent, None], provider.stream_chat(chat_request(), DEPLOYMENT))
+    headers = await anext(stream)
     first = await anext(stream)
     await stream.aclose()
     for _ in range(100):
@@ -363,6 +364,7 @@ async def test_early_stop_closes_the_stream(provider: OpenAIProvider, openai_ups
             break
         await asyncio.sleep(0.02)
 
+    assert headers.rate_limits is not None
     assert first.content == "on"
     assert openai_upstream.in_flight == 0
 

@@ -312,7 +312,8 @@ async def stream_error(provider: Provider) -> tuple[UpstreamError, list[str]]:
     contents: list[str] = []
     with pytest.raises(UpstreamError) as caught:
         async for item in provider.stream_chat(REQUEST, deployment(provider)):
-            contents.append(item.content or "")
+            if item.rate_limits is None:
+                contents.append(item.content or "")
     await provider.aclose()
     return caught.value, contents
 

@@ -72,3 +72,32 @@ async def test_concurrency_cap_holds_under_200_requests(tmp_path: Path, mocks: t
     assert first.max_in_flight > 1
     assert len(answered) + len(refused) == 200
     assert first.calls == len(answered)
+
+
+async def test_upstream_rate_limit_headers_hold_a_deployment_back(tmp_path: Path,
+                                                                  mocks: tuple[OpenAIMock, OpenAIMock]) -> None:
+    first, second = mocks
+    first.enqueue(Reply(text="last one", headers={"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "20s"}))
+    async with runtime_for(tmp_path, config(mocks)) as runtime:
+        await runtime.router.chat(runtime.graph, chat("chat"), context())
+        ctx = context()
+        await runtime.router.chat(runtime.graph, chat("chat"), ctx)
+        [status] = [s for s in runtime.registries.limiters.snapshot().deployments if s.name == "first"]
+    assert first.calls == 1
+    assert second.calls == 1
+    assert ctx.deployment is not None and ctx.deployment.name == "second"
+    assert status.held_back_for > 0
+
+
+async def test_stream_rate_limit_headers_are_read_too(tmp_path: Path, mocks: tuple[OpenAIMock, OpenAIMock]) -> None:
+    first, second = mocks
+    first.enqueue(Reply(text="streamed", headers={"x-ratelimit-remaining-tokens": "0", "x-ratelimit-reset-tokens": "6m0s"}))
+    async with runtime_for(tmp_path, config(mocks)) as runtime:
+        answer = await runtime.router.stream(runtime.graph, chat("chat", stream=True), context())
+        async for _ in answer.events:
+            pass
+        await answer.aclose()
+        ctx = context()
+        await runtime.router.chat(runtime.graph, chat("chat"), ctx)
+    assert ctx.deployment is not None and ctx.deployment.name == "second"
+    assert first.calls == 1

@@ -196,6 +196,7 @@ class ChatResult:
     refusal: str | None = None
     upstream_model: str = ""
     upstream_id: str = ""
+    rate_limits: dict[str, str] = field(default_factory=dict)  # the provider's rate-limit headers
 
 
 @dataclass(slots=True)
@@ -213,15 +214,17 @@ class ToolCallDelta:
 class StreamEvent:
     """One step of a streamed answer, emitted by an adapter.
 
-    An adapter yields content and tool-call deltas, then exactly one event with
-    `finish_reason`, then exactly one event with `usage` (counted locally and flagged
-    estimated when the provider sent none). The server adds the role chunk and the framing.
+    An adapter may first yield one event with the provider's `rate_limits` headers, then yields
+    content and tool-call deltas, then exactly one event with `finish_reason`, then exactly one
+    event with `usage` (counted locally and flagged estimated when the provider sent none). The
+    server adds the role chunk and the framing.
     """
 
     content: str | None = None
     tool_call: ToolCallDelta | None = None
     finish_reason: FinishReason | None = None
     usage: Usage | None = None
+    rate_limits: dict[str, str] | None = None  # the provider's rate-limit headers, before any delta
 
     @property
     def commits(self) -> bool:

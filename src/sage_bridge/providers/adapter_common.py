@@ -67,6 +67,18 @@ def upstream_model(provider: str, deployment: DeploymentConfig) -> str:
     return deployment.model
 
 
+_RATE_LIMIT_PREFIXES = ("x-ratelimit-", "anthropic-ratelimit-")
+
+
+def rate_limit_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """Keep the response headers that say how much rate-limit room the provider has left."""
+    return {
+        name.lower(): value
+        for name, value in headers.items()
+        if name.lower().startswith(_RATE_LIMIT_PREFIXES) or name.lower() in ("retry-after", "retry-after-ms")
+    }
+
+
 class ParamPolicy:
     """Drop or reject the request parameters one provider cannot honour.
 

@@ -15,7 +15,7 @@ import httpx2
 
 from sage_bridge.config.schema import AnthropicProviderConfig, DeploymentConfig
 from sage_bridge.errors import ErrorKind
-from sage_bridge.providers.adapter_common import configured_key, missing_key_reason
+from sage_bridge.providers.adapter_common import configured_key, missing_key_reason, rate_limit_headers
 from sage_bridge.providers.base import Provider
 from sage_bridge.providers.errors_map import (
     Failure,
@@ -61,10 +61,13 @@ class AnthropicProvider(Provider):
         try:
             # An explicit timeout keeps the SDK from rejecting a large max_tokens without
             # streaming, which it does (ValueError) when the client has its default timeout.
-            message = await self._sdk().messages.create(**arguments, timeout=self._timeout)
+            raw = await self._sdk().messages.with_raw_response.create(**arguments, timeout=self._timeout)
+            message = await raw.parse()
         except SDK_ERRORS as exc:
             raise to_upstream_error(self.name, exc, classify_error) from exc
-        return parse_message(self.name, message.model_dump())
+        result = parse_message(self.name, message.model_dump())
+        result.rate_limits = rate_limit_headers(raw.headers)
+        return result
 
     async def stream_chat(
         self, request: ChatRequest, deployment: DeploymentConfig
@@ -72,7 +75,9 @@ class AnthropicProvider(Provider):
         arguments = build_request(request, deployment, self.name)
         translator = StreamTranslator(self.name, request)
         try:
-            stream = await self._sdk().messages.create(**arguments, stream=True, timeout=self._timeout)
+            raw = await self._sdk().messages.with_raw_response.create(**arguments, stream=True, timeout=self._timeout)
+            yield StreamEvent(rate_limits=rate_limit_headers(raw.headers))
+            stream = await raw.parse()
             async with stream:
                 async for event in stream:
                     for translated in translator.feed(event.model_dump()):

@@ -25,6 +25,7 @@ from sage_bridge.providers.adapter_common import (
     estimated_usage,
     map_finish_reason,
     missing_key_reason,
+    rate_limit_headers,
     reject_several_choices,
     upstream_model,
 )
@@ -107,16 +108,21 @@ class OpenAIProvider(Provider):
     async def chat(self, request: ChatRequest, deployment: DeploymentConfig) -> ChatResult:
         arguments = self._chat_arguments(request, deployment, stream=False)
         try:
-            completion = await self._sdk().chat.completions.create(**arguments)
+            raw = await self._sdk().chat.completions.with_raw_response.create(**arguments)
+            completion = raw.parse()
         except SDK_ERRORS as exc:
             raise to_upstream_error(self.name, exc, classify_error) from exc
-        return self._chat_result(request, completion)
+        result = self._chat_result(request, completion)
+        result.rate_limits = rate_limit_headers(raw.headers)
+        return result
 
     async def stream_chat(self, request: ChatRequest, deployment: DeploymentConfig) -> AsyncIterator[StreamEvent]:
         arguments = self._chat_arguments(request, deployment, stream=True)
         state = _StreamState(self.name, request)
         try:
-            stream = await self._sdk().chat.completions.create(**arguments)
+            raw = await self._sdk().chat.completions.with_raw_response.create(**arguments)
+            yield StreamEvent(rate_limits=rate_limit_headers(raw.headers))
+            stream = raw.parse()
             async with stream:
                 async for chunk in stream:
                     for event in state.feed(chunk):

@@ -24,6 +24,7 @@ class RequestContext:
     cost_settled: bool = False
     estimated_prompt_tokens: int = 0
     first_token_ms: float | None = None
+    rate_limits: dict[str, str] | None = None  # the answering provider's rate-limit headers
 
     @property
     def attempts(self) -> int:
@@ -43,5 +44,5 @@ class RequestContext:
 
 # Reasons a target was passed over without a call; they do not count as attempts.
 SKIP_KINDS = frozenset(
-    {"cooling_down", "context_window", "rate_limited_locally", "over_budget", "unpriced", "unsupported_params"}
+    {"cooling_down", "context_window", "rate_limited_locally", "over_budget", "unpriced", "unsupported_params", "removed"}
 )

@@ -31,6 +31,7 @@ from sage_bridge.limits.admission import Admission
 from sage_bridge.limits.clock import Clock, LoopClock
 from sage_bridge.limits.limiter import Permit
 from sage_bridge.limits.registry import LimiterRegistry
+from sage_bridge.limits.upstream_headers import parse_rate_limit_headers
 from sage_bridge.providers.base import Provider
 from sage_bridge.providers.pool import ProviderPool
 from sage_bridge.routing.backoff import RetryAction, attempt_timeout, decide_retry, request_deadline
@@ -227,6 +228,7 @@ class Router:
                 lease.abandon(self.budgets)
                 raise
             ctx.deployment = deployment
+            self._observe_rate_limits(deployment, getattr(value, "rate_limits", None) or ctx.rate_limits)
             return value, lease
 
     async def _call(self, run: _Run, deployment: Deployment, lease: Lease, call: Call[T]) -> T:
@@ -252,6 +254,12 @@ class Router:
                  run.ctx.request_id, run.queue_timeout, soonest.name)
         permit = await self.limiters.deployment(soonest.name).acquire(tokens, timeout=run.queue_timeout)
         return await self._try_deployment(run, soonest, call, permit)
+
+    def _observe_rate_limits(self, deployment: Deployment, headers: dict[str, str] | None) -> None:
+        """Let the provider's remaining-quota headers hold the deployment back before it 429s."""
+        limits = parse_rate_limit_headers(headers) if headers else None
+        if limits is not None:
+            self.limiters.deployment(deployment.name).observe_upstream(limits)
 
     def _check_fits(self, run: _Run, deployment: Deployment) -> None:
         context = deployment.context

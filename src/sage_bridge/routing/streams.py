@@ -107,6 +107,9 @@ async def open_stream(provider: Provider, deployment: Deployment, request: ChatR
     head: list[StreamEvent] = []
     try:
         async for event in events:
+            if event.rate_limits is not None:
+                ctx.rate_limits = event.rate_limits
+                continue
             head.append(event)
             if event.commits or event.finish_reason is not None:
                 break
