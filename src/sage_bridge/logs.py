@@ -1,12 +1,45 @@
-"""Logging set-up for the daemon: one format, secrets redacted from every line."""
+"""Logging set-up for the daemon: text or JSON lines, request ids, redaction, repeat suppression.
+
+Every handler the daemon installs carries three filters, in this order:
+RequestIdFilter (adds the current request id), RepeatFilter (rate-limits identical warnings)
+and RedactingFilter (masks registered secrets). The formatters redact their final output again,
+so a secret inside a traceback or an `extra` field is masked too.
+"""
 
 from __future__ import annotations
 
+import contextvars
+import json
 import logging
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, Literal
 
 from sage_bridge.secrets import redact
 
-_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+LogFormat = Literal["text", "json"]
+
+# The id of the request whose code is running; "-" outside any request.
+REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("sage_bridge_request_id", default="-")
+
+NO_REQUEST = "-"
+REPEAT_INTERVAL = 10.0  # seconds between two lines of the same repeated warning
+
+_TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s%(request_tag)s: %(message)s"
+_NOISY_LIBRARIES = ("aiohttp.access", "httpx", "httpx2", "httpcore", "httpcore2", "openai", "anthropic", "cohere",
+                    "watchfiles")
+_RECORD_ATTRIBUTES = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
+    "message", "asctime", "request_id", "request_tag",
+}
+
+
+class RequestIdFilter(logging.Filter):
+    """Add `record.request_id`: the id of the request being served, or "-"."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = REQUEST_ID.get()
+        return True
 
 
 class RedactingFilter(logging.Filter):
@@ -20,14 +53,118 @@ class RedactingFilter(logging.Filter):
         return True
 
 
-def configure_logging(level: str) -> None:
+class RepeatFilter(logging.Filter):
+    """Let one of a run of identical warnings through per interval, and count the rest.
+
+    Records are identical when they come from the same logger with the same message template,
+    so a flood of "deployment %s failed" lines about many requests becomes one line every
+    `interval` seconds that reports how many were suppressed. A template made only of
+    placeholders ("%s") says nothing by itself, so its formatted text is the key instead.
+    Records below `level` always pass, which keeps the one INFO line per request.
+    """
+
+    _MAX_KEYS = 10_000  # a bound on memory if some caller builds templates at run time
+
+    def __init__(self, interval: float = REPEAT_INTERVAL, level: int = logging.WARNING,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.interval = interval
+        self.level = level
+        self._clock = clock
+        self._last_passed: dict[tuple[str, str], float] = {}
+        self._suppressed: dict[tuple[str, str], int] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < self.level:
+            return True
+        key = (record.name, _template_key(record))
+        now = self._clock()
+        last = self._last_passed.get(key)
+        if last is not None and now - last < self.interval:
+            self._suppressed[key] = self._suppressed.get(key, 0) + 1
+            return False
+
+        if len(self._last_passed) >= self._MAX_KEYS:
+            self._last_passed.clear()
+            self._suppressed.clear()
+        self._last_passed[key] = now
+        suppressed = self._suppressed.pop(key, 0)
+        if suppressed and last is not None:
+            record.msg = f"{record.getMessage()} ({suppressed} similar messages suppressed in the last {now - last:.0f} s)"
+            record.args = None
+        return True
+
+
+def _template_key(record: logging.LogRecord) -> str:
+    template = str(record.msg)
+    if not template.replace("%s", "").replace("%r", "").strip():
+        return record.getMessage()
+    return template
+
+
+class TextFormatter(logging.Formatter):
+    """One readable line: time, level, logger, [request id], message."""
+
+    def __init__(self) -> None:
+        super().__init__(_TEXT_FORMAT)
+
+    def format(self, record: logging.LogRecord) -> str:
+        request_id = getattr(record, "request_id", NO_REQUEST)
+        record.request_tag = "" if request_id == NO_REQUEST else f" [{request_id}]"
+        return redact(super().format(record))
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, request_id, and `extra` fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        request_id = getattr(record, "request_id", NO_REQUEST)
+        if request_id != NO_REQUEST:
+            entry["request_id"] = request_id
+        for name, value in record.__dict__.items():
+            if name not in _RECORD_ATTRIBUTES and name not in entry:
+                entry[name] = value
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        if record.stack_info:
+            entry["stack"] = self.formatStack(record.stack_info)
+        return redact(json.dumps(_redact_values(entry), ensure_ascii=False, default=str))
+
+
+def _redact_values(entry: dict[str, Any]) -> dict[str, Any]:
+    # Redact before json.dumps as well: escaping could split a secret that contains a quote
+    # or a backslash, and then the redaction of the final line would miss it.
+    return {name: redact(value) if isinstance(value, str) else value for name, value in entry.items()}
+
+
+def build_handler(fmt: LogFormat | str = "text", stream: Any = None) -> logging.Handler:
+    """Return a stream handler (stderr by default) with the daemon's filters and formatter.
+
+    `fmt` "json" writes JSON lines; any other value writes text.
+    """
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.addFilter(RequestIdFilter())
+    handler.addFilter(RepeatFilter())
+    handler.addFilter(RedactingFilter())
+    return handler
+
+
+def configure_logging(level: str, fmt: LogFormat | str = "text") -> None:
+    """Send every log record to stderr at `level`, as text or as JSON lines (`fmt` "json").
+
+    Call it again to change either; the previous handler is replaced.
+    """
     root = logging.getLogger()
-    if not any(isinstance(f, RedactingFilter) for handler in root.handlers for f in handler.filters):
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter(_FORMAT))
-        handler.addFilter(RedactingFilter())
-        root.handlers = [handler]
+    root.handlers = [build_handler(fmt)]
     root.setLevel(level.upper())
     # Third-party libraries stay at WARNING unless the operator asks for DEBUG everywhere.
-    for noisy in ("aiohttp.access", "httpx", "httpx2", "openai", "anthropic", "watchfiles"):
-        logging.getLogger(noisy).setLevel(logging.DEBUG if level.upper() == "DEBUG" else logging.WARNING)
+    library_level = logging.DEBUG if level.upper() == "DEBUG" else logging.WARNING
+    for noisy in _NOISY_LIBRARIES:
+        logging.getLogger(noisy).setLevel(library_level)

@@ -16,13 +16,41 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class TcpListenerConfig(Strict):
+    """An optional TCP listener; every request on it must carry a client key."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(ge=1, le=65535)
+
+
+class AdminAccessConfig(Strict):
+    """The callers allowed on /admin/*, besides the daemon's own uid and root, which always are."""
+
+    uids: list[int] = Field(default_factory=list)
+    groups: list[str] = Field(default_factory=list)
+    clients: list[str] = Field(default_factory=list)  # names under `clients:` with a key
+
+
 class ServerConfig(Strict):
     socket: str | None = None
     socket_mode: str = "0600"
+    socket_group: str | None = None  # group name the socket is chowned to; needs a mode like 0660
     state_dir: str | None = None
     log_level: str | None = None
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     shutdown_grace_seconds: float = Field(default=30.0, ge=0)
+    # Unset: every peer that can open the socket is served. Set: only these uids or members of
+    # these groups, plus callers that present a client key.
+    allow_uids: list[int] | None = None
+    allow_groups: list[str] | None = None
+    # False: a bearer token that matches no client is ignored and the peer uid identifies the
+    # caller, because the official OpenAI SDKs always send one. True: it is a 401.
+    require_client_key: bool = False
+    admin: AdminAccessConfig = AdminAccessConfig()
+    tcp: TcpListenerConfig | None = None
+    max_messages: int = Field(default=2048, ge=1)  # messages in one chat request
+    max_content_chars: int = Field(default=4_000_000, ge=1)  # text characters in one request
+    max_json_depth: int = Field(default=64, ge=8, le=500)  # nesting of arrays and objects
 
     @field_validator("socket_mode")
     @classmethod

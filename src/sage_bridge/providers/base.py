@@ -9,7 +9,7 @@ It knows nothing of routes, budgets or limits.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Hashable
 from typing import Any, ClassVar
 
 from sage_bridge.config.schema import DeploymentConfig
@@ -37,6 +37,14 @@ class Provider(ABC):
 
     def release(self, deployment: DeploymentConfig) -> None:
         """Free what `prepare` loaded for `deployment`, once no request uses it any more."""
+
+    def resource_key(self, deployment: DeploymentConfig) -> Hashable | None:
+        """Identify what `prepare` loads for `deployment`, or None when it loads nothing.
+
+        Deployments with equal keys share one resource (a change of price keeps the loaded
+        model), so the pool calls `release` only when no deployment in service has the key.
+        """
+        return None
 
     @abstractmethod
     async def chat(self, request: ChatRequest, deployment: DeploymentConfig) -> ChatResult:

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Hashable
 from typing import Any, cast
 
 from sage_bridge.config.schema import DeploymentConfig, LlamaCppProviderConfig
-from sage_bridge.errors import InvalidRequest
+from sage_bridge.errors import InvalidRequest, UnsupportedParameter
 from sage_bridge.providers.base import Provider
 from sage_bridge.providers.local_model import LocalModel, Piece, SamplingParams
 from sage_bridge.types import (
@@ -50,6 +50,9 @@ class LlamaCppProvider(Provider):
         model = self._models.pop(_model_key(deployment), None)
         if model is not None:
             model.close()
+
+    def resource_key(self, deployment: DeploymentConfig) -> Hashable:
+        return _model_key(deployment)
 
     async def aclose(self) -> None:
         for model in self._models.values():
@@ -132,7 +135,7 @@ class LlamaCppProvider(Provider):
         if deployment.unsupported_params == "drop":
             log.debug("dropping parameters the local model does not support: %s", ", ".join(unsupported))
             return
-        raise InvalidRequest(
+        raise UnsupportedParameter(
             f"the local model does not support: {', '.join(unsupported)}; remove them, or set "
             "unsupported_params: drop on the deployment to ignore them",
             param=unsupported[0],

@@ -115,8 +115,13 @@ class LocalModel:
         return bytes(self.llama.detokenize([token], special=True)).decode("utf-8", errors="ignore")
 
     def close(self) -> None:
+        """Free the model once the generation running now (if any) has stopped.
+
+        The close is queued on the model's single worker thread, so it runs only after a
+        cancelled generation's thread has finished its current token.
+        """
+        self._executor.submit(self.llama.close)
         self._executor.shutdown(wait=False)
-        self.llama.close()
 
     async def generate(self, messages: list[dict[str, Any]], params: SamplingParams) -> AsyncIterator[Piece | int]:
         """Yield the prompt's token count first, then Pieces of text, then a final Piece with

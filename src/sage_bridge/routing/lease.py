@@ -77,10 +77,21 @@ class LeaseIssuer:
 
     def check_available(self, deployment: Deployment, tokens: int) -> None:
         """Raise Skip when the deployment is cooling down or has no rate-limit capacity."""
-        if not self.cooldowns.get(deployment.name).is_available():
+        self._require_known(deployment)
+        cooldown = self.cooldowns.get(deployment.name)
+        limiter = self.limiters.deployment(deployment.name)
+        if not cooldown.is_available():
             raise Skip("cooling_down", f"deployment {deployment.name} is cooling down after repeated failures")
-        if not self.limiters.deployment(deployment.name).has_capacity(tokens):
+        if not limiter.has_capacity(tokens):
             raise Skip("rate_limited_locally", f"deployment {deployment.name} is at its rate limit")
+
+    def _require_known(self, deployment: Deployment) -> None:
+        try:
+            self.cooldowns.get(deployment.name)
+            self.limiters.deployment(deployment.name)
+        except KeyError:
+            # A request still running on a replaced graph reached a deployment the reload removed.
+            raise Skip("removed", f"deployment {deployment.name} was removed by a config reload") from None
 
     def issue(
         self, deployment: Deployment, route: Route, ctx: RequestContext, output_cap: int | None, permit: Permit | None = None
@@ -96,6 +107,7 @@ class LeaseIssuer:
         worst_usd = worst_case_cost(deployment.price, ctx.estimated_prompt_tokens, output)
         reservation = self.budgets.reserve(scopes, worst_usd, tokens if output else None)
         try:
+            self._require_known(deployment)  # a reload may have removed it since the last attempt
             permit = permit or self.limiters.deployment(deployment.name).try_acquire(tokens)
             if permit is None:
                 raise Skip("rate_limited_locally", f"deployment {deployment.name} is at its rate limit")

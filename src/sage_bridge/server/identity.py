@@ -18,6 +18,21 @@ class PeerCredentials:
     gid: int
 
 
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """The sender of a request, as the access check identified it."""
+
+    identity: str  # a client's name when its key matched, else "uid:N", else "anonymous"
+    credentials: PeerCredentials | None  # None on a TCP connection
+    client: str | None = None  # the name under `clients:` whose key the request carried
+
+    @property
+    def uid(self) -> int | None:
+        return self.credentials.uid if self.credentials is not None else None
+
+
+CALLER = web.RequestKey("caller", Caller)  # set by the access check on every request
+
 def peer_credentials(request: web.Request) -> PeerCredentials | None:
     """Return the connecting process's credentials, or None when the transport is not a Unix socket."""
     sock = request.transport.get_extra_info("socket") if request.transport is not None else None
@@ -28,5 +43,8 @@ def peer_credentials(request: web.Request) -> PeerCredentials | None:
 
 
 def client_identity(request: web.Request) -> str:
+    """Return the identity budgets, limits and the ledger see: a client name or "uid:N"."""
+    if CALLER in request:
+        return request[CALLER].identity
     credentials = peer_credentials(request)
     return f"uid:{credentials.uid}" if credentials is not None else "anonymous"

@@ -11,7 +11,8 @@ from sage_bridge.errors import BridgeError
 from sage_bridge.graph.model import RoutingGraph
 from sage_bridge.routing.router import RequestContext
 from sage_bridge.server.identity import client_identity
-from sage_bridge.server.keys import REQUEST_ID, RUNTIME
+from sage_bridge.metrics import Outcome
+from sage_bridge.server.keys import METRICS, REQUEST_CONTEXT, REQUEST_ID, RUNTIME
 from sage_bridge.server.parse import read_json, validate
 from sage_bridge.accounting.cost import format_usd
 from sage_bridge.server.wire import DONE, ChunkWriter, chat_completion_body, dumps, embeddings_body, error_event
@@ -21,30 +22,42 @@ log = logging.getLogger(__name__)
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
+    # The request keeps one graph snapshot from start to end, a stream's last byte included.
+    with request.app[RUNTIME].hold_graph() as graph:
+        return await _chat_completions(request, graph)
+
+
+async def _chat_completions(request: web.Request, graph: RoutingGraph) -> web.StreamResponse:
     runtime = request.app[RUNTIME]
-    body = await read_json(request, runtime.graph.loaded.config.server.max_body_bytes)
+    body = await read_json(request, graph.loaded.config.server.max_body_bytes)
     chat = validate(ChatRequest, body)
-    ctx = RequestContext(request_id=request[REQUEST_ID], client=client_identity(request))
-    graph = runtime.graph  # this request reads one snapshot from start to end
+    ctx = request[REQUEST_CONTEXT] = RequestContext(request_id=request[REQUEST_ID], client=client_identity(request))
     if chat.stream:
         return await _stream(request, chat, ctx, graph)
 
     result = await runtime.router.chat(graph, chat, ctx)
     response = web.Response(body=dumps(chat_completion_body(result, chat.model)), content_type="application/json")
     response.headers.update(_bridge_headers(ctx))
-    _log_finished(ctx, 200, result.usage)
+    _log_finished(request, ctx, result.usage)
     return response
 
 
 async def embeddings(request: web.Request) -> web.Response:
+    with request.app[RUNTIME].hold_graph() as graph:
+        return await _embeddings(request, graph)
+
+
+async def _embeddings(request: web.Request, graph: RoutingGraph) -> web.Response:
     runtime = request.app[RUNTIME]
-    body = await read_json(request, runtime.graph.loaded.config.server.max_body_bytes)
+    body = await read_json(request, graph.loaded.config.server.max_body_bytes)
     embed = validate(EmbeddingRequest, body)
-    ctx = RequestContext(request_id=request[REQUEST_ID], client=client_identity(request), endpoint="embeddings")
-    result = await runtime.router.embed(runtime.graph, embed, ctx)
+    ctx = request[REQUEST_CONTEXT] = RequestContext(
+        request_id=request[REQUEST_ID], client=client_identity(request), endpoint="embeddings"
+    )
+    result = await runtime.router.embed(graph, embed, ctx)
     response = web.Response(body=dumps(embeddings_body(result, embed)), content_type="application/json")
     response.headers.update(_bridge_headers(ctx))
-    _log_finished(ctx, 200, result.usage)
+    _log_finished(request, ctx, result.usage)
     return response
 
 
@@ -65,11 +78,12 @@ async def _stream(request: web.Request, chat: ChatRequest, ctx: RequestContext, 
             if data:
                 await response.write(data)
         await response.write(writer.usage(usage) + DONE)
-        _log_finished(ctx, 200, usage)
+        _log_finished(request, ctx, usage)
     except BridgeError as exc:
         # The status line is already sent: report the failure in-band and end without [DONE].
         log.warning("request %s: stream from %s failed: %s", ctx.request_id, answer.deployment.name, exc.message)
         await response.write(error_event(exc.body()))
+        _log_finished(request, ctx, usage, outcome="error")
     finally:
         await answer.aclose()
     return response
@@ -98,15 +112,20 @@ def _bridge_headers(ctx: RequestContext) -> dict[str, str]:
     return headers
 
 
-def _log_finished(ctx: RequestContext, status: int, usage: Usage) -> None:
+def _log_finished(request: web.Request, ctx: RequestContext, usage: Usage, outcome: Outcome = "ok") -> None:
+    """Count and log a request whose 200 response went out; a stream that failed midway is "error"."""
+    request.app[METRICS].request_finished(ctx, usage, outcome)
+    route = ctx.route.name if ctx.route else "-"
+    deployment = ctx.deployment.name if ctx.deployment else "-"
+    cost = "-" if not ctx.cost_settled else "unknown" if ctx.cost is None else format_usd(ctx.cost)
+    latency_ms = ctx.elapsed_ms()
     log.info(
-        "request %s finished: route=%s deployment=%s attempts=%d status=%d tokens=%d+%d latency=%.0fms",
-        ctx.request_id,
-        ctx.route.name if ctx.route else "-",
-        ctx.deployment.name if ctx.deployment else "-",
-        ctx.attempts,
-        status,
-        usage.prompt_tokens,
-        usage.completion_tokens,
-        (time.perf_counter() - ctx.started) * 1000,
+        "request %s finished: route=%s deployment=%s attempts=%d status=200 outcome=%s tokens=%d+%d cost=%s "
+        "latency=%.0fms overhead=%.1fms client=%s",
+        ctx.request_id, route, deployment, ctx.attempts, outcome, usage.prompt_tokens, usage.completion_tokens,
+        cost, latency_ms, ctx.overhead_ms(), ctx.client,
+        extra={"event": "request_finished", "route": route, "deployment": deployment, "attempts": ctx.attempts,
+               "status": 200, "outcome": outcome, "prompt_tokens": usage.prompt_tokens,
+               "completion_tokens": usage.completion_tokens, "cost_usd": cost, "latency_ms": round(latency_ms, 1),
+               "ttft_ms": ctx.first_token_ms, "client": ctx.client},
     )
