@@ -155,12 +155,19 @@ def stream_events(
         choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
         return SSE(_chunk_body(completion_id, body["model"], [choice]))
 
-    events = [chunk({"role": "assistant", "content": "" if reply.text else None})]
-    if reply.text:
+    # A text answer opens with a role chunk; a tool-call answer carries the role (and null
+    # content) in its first tool-call delta instead, as OpenAI does.
+    events = []
+    if reply.text or not reply.tool_calls:
+        events.append(chunk({"role": "assistant", "content": ""}))
         events += [chunk({"content": piece}) for piece in fragments(reply.text, reply.chunk_size)]
     for index, call in enumerate(reply.tool_calls):
-        first = {"index": index, "id": call.id, "type": "function", "function": {"name": call.name, "arguments": ""}}
-        events.append(chunk({"tool_calls": [first]}))
+        first: dict[str, Any] = {"tool_calls": [
+            {"index": index, "id": call.id, "type": "function", "function": {"name": call.name, "arguments": ""}}
+        ]}
+        if not events:
+            first = {"role": "assistant", "content": None, **first}
+        events.append(chunk(first))
         for piece in fragments(call.arguments, reply.chunk_size):
             events.append(chunk({"tool_calls": [{"index": index, "function": {"arguments": piece}}]}))
     events.append(chunk({}, finish))
