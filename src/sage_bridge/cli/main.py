@@ -7,7 +7,7 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import aiohttp
@@ -120,7 +120,7 @@ async def _post_json(client: BridgeClient, path: str) -> Any:
     return data
 
 
-_COMMANDS: dict[str, Callable[[BridgeClient, argparse.Namespace], Awaitable[int]]] = {
+_COMMANDS: dict[str, Callable[[BridgeClient, argparse.Namespace], Coroutine[Any, Any, int]]] = {
     "status": _status,
     "chat": _chat,
     "check": graph_commands.check,

@@ -8,6 +8,7 @@ warning so the default config runs on a machine with no keys.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Mapping
 import hashlib
 import json
 from pathlib import Path
@@ -199,7 +200,7 @@ def _retry_policy(name: str, route: RouteConfig, loaded: LoadedConfig, problems:
 
 def _check_budgets(loaded: LoadedConfig, deployments: dict[str, Deployment], problems: _Problems) -> None:
     config = loaded.config
-    known = {"route": config.routes, "deployment": deployments, "provider": config.providers}
+    known: dict[str, Mapping[str, object]] = {"route": config.routes, "deployment": deployments, "provider": config.providers}
     for index, budget in enumerate(config.budgets):
         path: KeyPath = ("budgets", index)
         try:

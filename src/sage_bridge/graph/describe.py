@@ -29,6 +29,7 @@ def _targets(graph: RoutingGraph, route: str, live_states: Mapping[str, str], st
     nodes = []
     for entry in graph.loaded.config.routes[route].targets:
         name, weight = entry.target, entry.weight
+        node: Node
         if name in graph.routes and name not in stack:
             node = {"name": name, "kind": "route", "strategy": graph.routes[name].strategy,
                     "targets": _targets(graph, name, live_states, (*stack, name))}

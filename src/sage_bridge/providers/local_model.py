@@ -12,11 +12,11 @@ import importlib.resources
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from sage_bridge.errors import ContextLengthExceeded, InvalidRequest
 
@@ -123,7 +123,7 @@ class LocalModel:
         self._executor.submit(self.llama.close)
         self._executor.shutdown(wait=False)
 
-    async def generate(self, messages: list[dict[str, Any]], params: SamplingParams) -> AsyncIterator[Piece | int]:
+    async def generate(self, messages: list[dict[str, Any]], params: SamplingParams) -> AsyncGenerator[Piece | int, None]:
         """Yield the prompt's token count first, then Pieces of text, then a final Piece with
         the finish reason. Waits for its turn; closing the iterator stops the generation within
         a token and frees the model for the next request."""
@@ -172,7 +172,7 @@ class LocalModel:
         if self._formatter is None:
             raise InvalidRequest(f"{self.path.name} has no chat template in its metadata, so it cannot serve chat; use a chat model")
         try:
-            formatted = self._formatter(messages=messages)
+            formatted = self._formatter(messages=cast(Any, messages))
         except Exception as exc:  # jinja2 errors from the model's own template
             raise InvalidRequest(f"the chat template of {self.path.name} rejected the messages: {exc}") from exc
         tokens = self.llama.tokenize(formatted.prompt.encode("utf-8"), add_bos=not formatted.added_special, special=True)
@@ -234,7 +234,7 @@ def _pooled(embedding: list[float] | list[list[float]]) -> list[float]:
     if not embedding or not isinstance(embedding[0], list):
         return [float(value) for value in embedding]  # type: ignore[arg-type]
     rows = embedding
-    return [sum(column) / len(rows) for column in zip(*rows, strict=True)]  # type: ignore[arg-type]
+    return [sum(column) / len(rows) for column in zip(*rows, strict=True)]
 
 
 def _construct_llama(path: Path, context: int, threads: int | None, embedding: bool) -> Any:
