@@ -22,7 +22,7 @@ from sage_bridge.accounting.ledger import Ledger
 from sage_bridge.config.settings import DaemonSettings
 from sage_bridge.graph.model import RoutingGraph
 from sage_bridge.limits.clock import Clock
-from sage_bridge.limits.cooldown import CooldownRegistry
+from sage_bridge.limits.cooldown import CooldownPolicy, CooldownRegistry
 from sage_bridge.limits.registry import LimiterRegistry
 from sage_bridge.providers.pool import ProviderPool
 from sage_bridge.routing.latency import LatencyTracker
@@ -227,7 +227,10 @@ class Runtime:
         # A request still on the previous graph that reaches a deployment this graph removed finds
         # no limiter for it, and the router skips that target (LeaseIssuer.check_available).
         registries.limiters.apply_config(config)
-        registries.cooldowns.apply(config.models)
+        cooldown = config.cooldown
+        registries.cooldowns.apply(
+            config.models, CooldownPolicy(failures=cooldown.failures, window=cooldown.window, cooldown=cooldown.seconds)
+        )
 
     def _schedule_collection(self, retired: RoutingGraph) -> None:
         log.info("the last request on the previous config (sha256 %s) finished; closing what only it used",

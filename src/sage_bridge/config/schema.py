@@ -189,6 +189,14 @@ class LimitsConfig(Strict):
     queue_timeout: float = Field(default=10.0, ge=0)
 
 
+class CooldownConfig(Strict):
+    """When a failing deployment is skipped, and for how long."""
+
+    failures: int = Field(default=3, ge=1)  # failures within `window` that start a cooldown
+    window: float = Field(default=60.0, gt=0)  # seconds
+    seconds: float = Field(default=30.0, gt=0)  # how long the deployment is skipped before a probe
+
+
 class BridgeConfig(Strict):
     version: Literal[1]
     include: list[str] = Field(default_factory=list)
@@ -200,6 +208,7 @@ class BridgeConfig(Strict):
     budgets: list[BudgetConfig] = Field(default_factory=list)
     clients: dict[str, ClientConfig] = Field(default_factory=dict)
     limits: LimitsConfig = LimitsConfig()
+    cooldown: CooldownConfig = CooldownConfig()
     pricing: dict[str, PriceConfig] = Field(default_factory=dict)
     retry_policies: dict[str, RetryPolicyConfig] = Field(default_factory=dict)
     allow_unpriced: bool = False  # let unpriced deployments run under USD budgets
