@@ -79,6 +79,22 @@ def rate_limit_headers(headers: Mapping[str, str]) -> dict[str, str]:
     }
 
 
+def root_url(provider: str, base_url: str | None, sdk: str, suffixes: tuple[str, ...]) -> str | None:
+    """Return base_url without a trailing version path (such as /v1) that the SDK adds itself."""
+    if base_url is None:
+        return None
+    trimmed = base_url.rstrip("/")
+    for suffix in suffixes:
+        if trimmed.endswith(suffix):
+            root = trimmed[: -len(suffix)]
+            logger.warning(
+                "provider %s: base_url %s ends in %s, which the %s SDK adds itself; using %s",
+                provider, base_url, suffix, sdk, root,
+            )
+            return root
+    return base_url
+
+
 class ParamPolicy:
     """Drop or reject the request parameters one provider cannot honour.
 

@@ -15,7 +15,7 @@ import httpx2
 
 from sage_bridge.config.schema import AnthropicProviderConfig, DeploymentConfig
 from sage_bridge.errors import ErrorKind
-from sage_bridge.providers.adapter_common import configured_key, missing_key_reason, rate_limit_headers
+from sage_bridge.providers.adapter_common import configured_key, missing_key_reason, rate_limit_headers, root_url
 from sage_bridge.providers.base import Provider
 from sage_bridge.providers.errors_map import (
     Failure,
@@ -48,7 +48,7 @@ class AnthropicProvider(Provider):
         if key is not None:
             self._client = anthropic.AsyncAnthropic(
                 api_key=key,
-                base_url=_root_url(name, config.base_url),
+                base_url=root_url(name, config.base_url, "Anthropic", ("/v1",)),
                 timeout=self._timeout,
                 max_retries=0,
             )
@@ -96,22 +96,6 @@ class AnthropicProvider(Provider):
         if self._client is None:
             raise Failure(ErrorKind.AUTH, missing_key_reason(self.name)).to_error(self.name)
         return self._client
-
-
-def _root_url(provider: str, base_url: str | None) -> str | None:
-    """Return base_url without a trailing /v1, which the SDK adds to every path itself."""
-    if base_url is None:
-        return None
-    trimmed = base_url.rstrip("/")
-    if trimmed.endswith("/v1"):
-        logger.warning(
-            'provider %s: base_url %s ends in /v1, which the Anthropic SDK adds itself; using %s',
-            provider,
-            base_url,
-            trimmed[: -len("/v1")],
-        )
-        return trimmed[: -len("/v1")]
-    return base_url
 
 
 # -- error classification ---------------------------------------------------------------------

@@ -20,7 +20,7 @@ from cohere.core.parse_error import ParsingError
 
 from sage_bridge.config.schema import CohereProviderConfig, DeploymentConfig
 from sage_bridge.errors import ErrorKind
-from sage_bridge.providers.adapter_common import configured_key, missing_key_reason
+from sage_bridge.providers.adapter_common import configured_key, missing_key_reason, root_url
 from sage_bridge.providers.base import Provider
 from sage_bridge.providers.errors_map import (
     Failure,
@@ -60,7 +60,7 @@ class CohereProvider(Provider):
             self._http = httpx.AsyncClient(timeout=httpx.Timeout(config.read_timeout, connect=config.connect_timeout))
             self._client = cohere.AsyncClientV2(
                 api_key=key,
-                base_url=_root_url(name, config.base_url),
+                base_url=root_url(name, config.base_url, "Cohere", ("/v1", "/v2")),
                 max_retries=0,
                 httpx_client=self._http,
                 log_warning_experimental_features=False,
@@ -127,24 +127,6 @@ class CohereProvider(Provider):
         if self._client is None:
             raise Failure(ErrorKind.AUTH, missing_key_reason(self.name)).to_error(self.name)
         return self._client
-
-
-def _root_url(provider: str, base_url: str | None) -> str | None:
-    """Return base_url without a trailing /v1 or /v2, which the SDK adds to every path itself."""
-    if base_url is None:
-        return None
-    trimmed = base_url.rstrip("/")
-    for suffix in ("/v1", "/v2"):
-        if trimmed.endswith(suffix):
-            logger.warning(
-                "provider %s: base_url %s ends in %s, which the Cohere SDK adds itself; using %s",
-                provider,
-                base_url,
-                suffix,
-                trimmed[: -len(suffix)],
-            )
-            return trimmed[: -len(suffix)]
-    return base_url
 
 
 # -- error classification ---------------------------------------------------------------------

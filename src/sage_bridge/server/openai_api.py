@@ -1,20 +1,21 @@
-"""The OpenAI-compatible endpoints: chat completions and the model list."""
+"""The OpenAI-compatible endpoints: chat completions, embeddings and the model list."""
 
 from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 from aiohttp import web
 
+from sage_bridge.accounting.cost import format_usd
 from sage_bridge.errors import BridgeError
 from sage_bridge.graph.model import RoutingGraph
-from sage_bridge.routing.router import RequestContext
-from sage_bridge.server.identity import client_identity
 from sage_bridge.metrics import Outcome
+from sage_bridge.routing.context import RequestContext
+from sage_bridge.server.identity import client_identity
 from sage_bridge.server.keys import METRICS, REQUEST_CONTEXT, REQUEST_ID, RUNTIME
 from sage_bridge.server.parse import read_json, validate
-from sage_bridge.accounting.cost import format_usd
 from sage_bridge.server.wire import DONE, ChunkWriter, chat_completion_body, dumps, embeddings_body, error_event
 from sage_bridge.types import ChatRequest, EmbeddingRequest, Usage
 
@@ -31,15 +32,12 @@ async def _chat_completions(request: web.Request, graph: RoutingGraph) -> web.St
     runtime = request.app[RUNTIME]
     body = await read_json(request, graph.loaded.config.server.max_body_bytes)
     chat = validate(ChatRequest, body)
-    ctx = request[REQUEST_CONTEXT] = RequestContext(request_id=request[REQUEST_ID], client=client_identity(request))
+    ctx = _context(request, "chat")
     if chat.stream:
         return await _stream(request, chat, ctx, graph)
 
     result = await runtime.router.chat(graph, chat, ctx)
-    response = web.Response(body=dumps(chat_completion_body(result, chat.model)), content_type="application/json")
-    response.headers.update(_bridge_headers(ctx))
-    _log_finished(request, ctx, result.usage)
-    return response
+    return _json_answer(request, ctx, chat_completion_body(result, chat.model), result.usage)
 
 
 async def embeddings(request: web.Request) -> web.Response:
@@ -51,13 +49,21 @@ async def _embeddings(request: web.Request, graph: RoutingGraph) -> web.Response
     runtime = request.app[RUNTIME]
     body = await read_json(request, graph.loaded.config.server.max_body_bytes)
     embed = validate(EmbeddingRequest, body)
-    ctx = request[REQUEST_CONTEXT] = RequestContext(
-        request_id=request[REQUEST_ID], client=client_identity(request), endpoint="embeddings"
-    )
+    ctx = _context(request, "embeddings")
     result = await runtime.router.embed(graph, embed, ctx)
-    response = web.Response(body=dumps(embeddings_body(result, embed)), content_type="application/json")
+    return _json_answer(request, ctx, embeddings_body(result, embed), result.usage)
+
+
+def _context(request: web.Request, endpoint: str) -> RequestContext:
+    ctx = RequestContext(request_id=request[REQUEST_ID], client=client_identity(request), endpoint=endpoint)
+    request[REQUEST_CONTEXT] = ctx  # the middleware reads it to label a failed request
+    return ctx
+
+
+def _json_answer(request: web.Request, ctx: RequestContext, body: dict[str, Any], usage: Usage) -> web.Response:
+    response = web.Response(body=dumps(body), content_type="application/json")
     response.headers.update(_bridge_headers(ctx))
-    _log_finished(request, ctx, result.usage)
+    _log_finished(request, ctx, usage)
     return response
 
 
