@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.harness import Daemon
+from tests.harness import REPO, Daemon
 
 BRIDGECTL = [sys.executable, "-m", "sage_bridge.cli.main"]
 
@@ -60,3 +60,32 @@ def test_daemon_not_running_is_one_line_and_exit_1(tmp_path: Path) -> None:
     assert result.stderr.count("\n") == 1
     assert "not running" in result.stderr
     assert "start it with" in result.stderr
+
+
+def test_check_reports_errors_with_exit_1(tmp_path: Path) -> None:
+    config = tmp_path / "bridge.yaml"
+    config.write_text((REPO / "bridge.yaml").read_text().replace("targets: [gpt-5-mini,", "targets: [gpt-5-mni,"))
+    (tmp_path / "policies").symlink_to(REPO / "policies")
+    result = bridgectl("check", str(config))
+    assert result.returncode == 1
+    assert 'unknown deployment or route "gpt-5-mni" (did you mean "gpt-5-mini"?)' in result.stdout
+    assert f"{config}:" in result.stdout
+
+
+def test_check_accepts_default_config_with_warnings() -> None:
+    result = bridgectl("check", str(REPO / "bridge.yaml"), env={"OPENAI_API_KEY": "", "ANTHROPIC_API_KEY": "", "COHERE_API_KEY": ""})
+    assert result.returncode == 0
+    assert "warning:" in result.stdout
+    assert "OK (1 routes, 4 deployments" in result.stdout
+
+
+def test_graph_shows_live_route_tree(local_daemon: Daemon) -> None:
+    text = bridgectl("--socket", str(local_daemon.socket), "graph")
+    tree = json.loads(bridgectl("--socket", str(local_daemon.socket), "graph", "--json").stdout)
+    dot = bridgectl("--socket", str(local_daemon.socket), "graph", "--dot")
+    assert text.returncode == 0
+    assert "default (fallback)" in text.stdout
+    assert "smollm2 -> local/" in text.stdout
+    assert tree[0]["name"] == "default"
+    assert tree[0]["targets"][0]["state"] == "enabled"
+    assert dot.stdout.startswith("digraph routes {")

@@ -152,3 +152,32 @@ async def daemon_usage(daemon: Daemon) -> tuple[int, int]:
     [line] = json.loads(result.stdout)["lines"]
     return line["prompt_tokens"], line["completion_tokens"]
 
+
+
+async def test_openai_embeddings_float_and_base64(spawn_daemon: SpawnDaemon, upstreams: dict[str, MockUpstream]) -> None:
+    daemon = spawn_daemon(bridge_config(upstreams), start=False)
+    daemon.config.write_text(daemon.config.read_text().replace(
+        "routes:", "  openai-embedder: {provider: openai, model: text-embedding-3-small}\nroutes:"))
+    daemon.start()
+    client = daemon.async_openai_client()
+    as_float = await client.embeddings.create(model="openai-embedder", input=["alpha", "beta"], encoding_format="float")
+    as_base64 = await client.embeddings.create(model="openai-embedder", input=["alpha", "beta"])
+    assert [item.index for item in as_float.data] == [0, 1]
+    assert as_base64.data[1].embedding == pytest.approx(as_float.data[1].embedding, rel=1e-6)
+    assert as_float.usage.prompt_tokens > 0
+
+
+async def test_cohere_embeddings_split_into_batches_of_96(spawn_daemon: SpawnDaemon,
+                                                          upstreams: dict[str, MockUpstream]) -> None:
+    daemon = spawn_daemon(bridge_config(upstreams), start=False)
+    daemon.config.write_text(daemon.config.read_text().replace(
+        "routes:", "  cohere-embedder: {provider: cohere, model: embed-v4.0, input_type: search_query}\nroutes:"))
+    daemon.start()
+    texts = [f"text number {i}" for i in range(100)]
+    result = await daemon.async_openai_client().embeddings.create(model="cohere-embedder", input=texts, encoding_format="float")
+    upstream = upstreams["cohere"]
+    batches = [request.json for request in upstream.requests if request.path == "/v2/embed"]
+    assert [len(batch["texts"]) for batch in batches] == [96, 4]
+    assert all(batch["input_type"] == "search_query" for batch in batches)
+    assert len(result.data) == 100
+    assert result.data[99].index == 99
