@@ -1,4 +1,4 @@
-"""What the bridge knows about one request while it runs."""
+"""The state of one request while it runs: route, attempts, timings and cost."""
 
 from __future__ import annotations
 
@@ -24,11 +24,11 @@ class RequestContext:
     cost_settled: bool = False
     estimated_prompt_tokens: int = 0
     first_token_ms: float | None = None
-    rate_limits: dict[str, str] | None = None  # the answering provider's rate-limit headers
+    rate_limits: dict[str, str] | None = None  # rate-limit headers of the provider that served it
 
     @property
     def attempts(self) -> int:
-        """Every call made to a deployment, retries included, and the one that answered."""
+        """Count every call made to a deployment, retries and the successful call included."""
         return sum(1 for failure in self.failures if failure.kind not in SKIP_KINDS) + (1 if self.deployment else 0)
 
     def elapsed_ms(self) -> float:

@@ -1,5 +1,7 @@
-"""What one attempt holds while it runs: a budget reservation, a rate-limit permit and a
-cooldown ticket, taken together before the call and given back together after it."""
+"""The lease of one attempt: a budget reservation, a rate-limit permit and a cooldown ticket.
+
+All three are taken together before the call and given back together after it.
+"""
 
 from __future__ import annotations
 
