@@ -92,3 +92,30 @@ def test_daemon_still_serves_after_bad_input(local_daemon: Daemon) -> None:
     post(local_daemon, content=b"{{{{")
     response = post(local_daemon, json={"model": "default", "messages": GOOD_MESSAGES, "max_tokens": 2})
     assert response.status_code == 200
+
+
+def test_misspelled_model_gets_suggestion(local_daemon: Daemon) -> None:
+    response = post(local_daemon, json={"model": "defualt", "messages": GOOD_MESSAGES})
+    assert response.status_code == 404
+    assert 'did you mean "default"?' in error_of(response)["message"]
+    assert "it serves: default, smollm2" in error_of(response)["message"]
+
+
+def test_wrong_method_names_the_right_one(local_daemon: Daemon) -> None:
+    with local_daemon.http() as http:
+        response = http.get("/v1/chat/completions")
+    assert response.status_code == 405
+    assert "POST" in error_of(response)["message"]
+
+
+def test_routed_error_carries_bridge_headers(local_daemon: Daemon) -> None:
+    response = post(local_daemon, json={"model": "default", "messages": [{"role": "user", "content": "word " * 3000}]})
+    assert response.status_code == 400
+    assert response.headers["x-bridge-route"] == "default"
+    assert "x-bridge-attempts" in response.headers
+
+
+def test_idle_status_counts_no_request_in_flight(local_daemon: Daemon) -> None:
+    with local_daemon.http() as http:
+        status = http.get("/admin/status").json()
+    assert status["in_flight"] == 0

@@ -76,7 +76,7 @@ def test_check_accepts_default_config_with_warnings() -> None:
     result = bridgectl("check", str(REPO / "bridge.yaml"), env={"OPENAI_API_KEY": "", "ANTHROPIC_API_KEY": "", "COHERE_API_KEY": ""})
     assert result.returncode == 0
     assert "warning:" in result.stdout
-    assert "OK (1 routes, 4 deployments" in result.stdout
+    assert "OK (1 route, 4 deployments" in result.stdout
 
 
 def test_graph_shows_live_route_tree(local_daemon: Daemon) -> None:

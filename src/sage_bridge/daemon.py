@@ -105,7 +105,7 @@ async def serve(settings: DaemonSettings, graph: RoutingGraph, watch: bool = Tru
     signals.remove()
 
     runtime.move_to(DaemonState.DRAINING)
-    log.info("draining: %d requests in flight, grace period %.0f s", runtime.in_flight, server.shutdown_grace_seconds)
+    log.info("draining: requests in flight: %d, grace period %.0f s", runtime.in_flight, server.shutdown_grace_seconds)
     await reloader.close()
     remove_socket(path)
     await runner.cleanup()

@@ -90,7 +90,8 @@ class RepeatFilter(logging.Filter):
         self._last_passed[key] = now
         suppressed = self._suppressed.pop(key, 0)
         if suppressed and last is not None:
-            record.msg = f"{record.getMessage()} ({suppressed} similar messages suppressed in the last {now - last:.0f} s)"
+            noun = "message" if suppressed == 1 else "messages"
+            record.msg = f"{record.getMessage()} ({suppressed} similar {noun} suppressed in the last {now - last:.0f} s)"
             record.args = None
         return True
 

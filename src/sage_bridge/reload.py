@@ -37,7 +37,7 @@ QUIET_SECONDS = 0.25  # a save by truncate-and-write is two changes a few millis
 MAX_DELAY_SECONDS = 2.0  # a file rewritten without pause still reloads this long after the first change
 WATCH_RETRY_SECONDS = 5.0
 # server: settings that are read only when the daemon starts; max_body_bytes is read per request.
-_RESTART_ONLY_SERVER_KEYS = ("socket", "socket_mode", "state_dir", "log_level", "shutdown_grace_seconds")
+_RESTART_ONLY_SERVER_KEYS = ("socket", "socket_mode", "state_dir", "log_level", "shutdown_grace_seconds", "ledger_sync")
 
 
 @dataclass(frozen=True, slots=True)

@@ -141,7 +141,7 @@ class Runtime:
 
         Raises PrepareFailed when a deployment's adapter or local model cannot be loaded.
         """
-        ledger = Ledger.in_state_dir(settings.state_path)
+        ledger = Ledger.in_state_dir(settings.state_path, synchronous=graph.loaded.config.server.ledger_sync)
         await asyncio.to_thread(ledger.open)
         registries = Registries.create(ledger, clock)
         runtime = cls(settings, graph, registries, registries.router(clock))

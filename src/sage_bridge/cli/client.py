@@ -67,5 +67,5 @@ async def _json_or_raise(response: aiohttp.ClientResponse) -> Any:
     data = await response.json(content_type=None)
     if response.status >= 400:
         error = data.get("error", {}) if isinstance(data, dict) else {}
-        raise DaemonError(f"{response.status}: {error.get('message', 'request failed')}")
+        raise DaemonError(error.get("message", f"the daemon answered HTTP {response.status}"))
     return data

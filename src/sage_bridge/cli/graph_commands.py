@@ -34,11 +34,14 @@ async def check(client: BridgeClient, args: argparse.Namespace) -> int:
     except ConfigError as exc:
         for problem in exc.problems:
             print(f"error: {problem}")
-        print(f"{path}: {len(exc.problems)} error(s)", file=sys.stderr)
+        count = len(exc.problems)
+        print(f"{path}: {count} {'error' if count == 1 else 'errors'}", file=sys.stderr)
         return 1
     for warning in graph.warnings:
         print(f"warning: {warning}")
-    print(f"{path}: OK ({len(graph.routes)} routes, {len(graph.deployments)} deployments, {len(graph.warnings)} warnings)")
+    counts = [_count(len(graph.routes), "route"), _count(len(graph.deployments), "deployment"),
+              _count(len(graph.warnings), "warning")]
+    print(f"{path}: OK ({', '.join(counts)})")
     return 0
 
 
@@ -58,3 +61,7 @@ async def graph(client: BridgeClient, args: argparse.Namespace) -> int:
     else:
         print(render_tree(routes))
     return 0
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" + ("" if number == 1 else "s")

@@ -94,7 +94,8 @@ async def _reload(client: BridgeClient, args: argparse.Namespace) -> int:
 def _describe_reload(report: dict[str, Any]) -> str:
     digest = (report["sha256"] or "")[:12]
     if report["outcome"] == "unchanged":
-        return f"config unchanged (sha256 {digest}); nothing to reload"
+        return (f"config unchanged since the last load (sha256 {digest}); nothing to reload. "
+                "The daemon applies saved edits by itself: `bridgectl status` shows the last reload.")
     lines = [f"reload accepted: bridged now serves the config with sha256 {digest}"]
     for kind in ("added", "removed", "changed"):
         for section in ("routes", "deployments"):
@@ -116,7 +117,7 @@ async def _post_json(client: BridgeClient, path: str) -> Any:
         raise DaemonUnreachable(client.socket_path) from exc
     if response.status >= 400:
         error = data.get("error", {}) if isinstance(data, dict) else {}
-        raise DaemonError(f"{response.status}: {error.get('message', 'request failed')}")
+        raise DaemonError(error.get("message", f"the daemon answered HTTP {response.status}"))
     return data
 
 

@@ -80,6 +80,8 @@ def _header(data: dict[str, Any]) -> Text:
         text.append("\nlast reload: ")
         outcome = str(reload["last_outcome"])
         text.append(outcome, style="red" if outcome == "rejected" else "green")
+        for error in reload.get("errors") or []:
+            text.append(f"\n  {error}", style="red")
     for warning in config.get("warnings") or []:
         text.append(f"\nwarning: {warning}", style="yellow")
     return text

@@ -72,6 +72,8 @@ def _read_with_includes(
             raise YamlProblem(f"{included}:1: include: included files cannot include further files")
         for key_path, position in included_positions.entries.items():
             positions.entries.setdefault(key_path, position)
+        for key_path, names in included_positions.env_names.items():
+            positions.env_names.setdefault(key_path, names)
         data = _merge(extra, data)
         files.append(included)
     return data, files

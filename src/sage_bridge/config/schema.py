@@ -39,6 +39,9 @@ class ServerConfig(Strict):
     log_level: str | None = None
     max_body_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
     shutdown_grace_seconds: float = Field(default=30.0, ge=0)
+    # NORMAL: a committed ledger row survives a killed daemon but not a power cut; FULL survives
+    # both at the price of an fsync per group commit.
+    ledger_sync: Literal["NORMAL", "FULL"] = "NORMAL"
     # Unset: every peer that can open the socket is served. Set: only these uids or members of
     # these groups, plus callers that present a client key.
     allow_uids: list[int] | None = None

@@ -34,6 +34,7 @@ class PositionMap:
     """Key path -> where it was written. Lookups fall back to the nearest enclosing path."""
 
     entries: dict[KeyPath, Position] = field(default_factory=dict)
+    env_names: dict[KeyPath, list[str]] = field(default_factory=dict)  # ${VAR} names read per value
 
     def find(self, path: KeyPath) -> Position | None:
         for end in range(len(path), -1, -1):
@@ -112,6 +113,7 @@ class _NodeReader:
             escaped, name, default = match.groups()
             if escaped:
                 return match.group(0)[1:]
+            self.positions.env_names.setdefault(path, []).append(name)
             if name in self.env:
                 return str(self.env[name])
             if default is not None:

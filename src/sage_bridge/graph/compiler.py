@@ -113,7 +113,9 @@ def _disabled_reason(deployment: DeploymentConfig, provider: Any, problems: _Pro
     key_text = key.get_secret_value() if key is not None and not isinstance(key, str) else key
     if key_text:
         return None
-    reason = f'provider "{deployment.provider}" has no api_key; set the environment variable its api_key reads'
+    variables = problems.loaded.positions.env_names.get(("providers", deployment.provider, "api_key"))
+    fix = f"set {' or '.join(variables)}" if variables else f"set providers.{deployment.provider}.api_key"
+    reason = f'provider "{deployment.provider}" has no api_key; {fix} to enable it'
     problems.warn(path, f"deployment disabled: {reason}")
     return reason
 

@@ -7,6 +7,7 @@ registries keyed by `Deployment.identity`, so they survive a reload of an unchan
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
@@ -14,6 +15,8 @@ from typing import Literal
 from sage_bridge.config.loader import LoadedConfig
 from sage_bridge.config.schema import DeploymentConfig, PriceConfig, RetryPolicyConfig
 from sage_bridge.errors import ModelNotFound
+
+_LISTED_NAMES = 10  # names an unknown-model error lists before it cuts the list short
 
 Strategy = Literal["fallback", "weighted", "cheapest", "fastest"]
 
@@ -76,8 +79,12 @@ class RoutingGraph:
         deployment = self.deployments.get(model)
         if deployment is not None:
             return Route(model, "fallback", (Target(deployment),), RetryPolicyConfig(), None)
+        names = [*self.routes, *(name for name, d in self.deployments.items() if d.enabled)]
+        close = difflib.get_close_matches(model, names, n=1)
+        hint = f'did you mean "{close[0]}"? ' if close else ""
+        listed = ", ".join(names[:_LISTED_NAMES]) + (", ..." if len(names) > _LISTED_NAMES else "")
         raise ModelNotFound(
-            f'model "{model}" is not a route or deployment of this bridge; '
-            f"GET /v1/models lists the {len(self.routes)} routes it serves",
+            f'model "{model}" is not a route or deployment of this bridge; {hint}'
+            f"it serves: {listed} (GET /v1/models lists them all)",
             param="model",
         )

@@ -75,7 +75,8 @@ class LlamaCppProvider(Provider):
     async def embed(self, request: EmbeddingRequest, deployment: DeploymentConfig) -> EmbeddingResult:
         if not deployment.embedding:
             raise InvalidRequest(
-                f'deployment of {self._model_name(deployment)} is loaded for chat; set embedding: true on a deployment to serve embeddings',
+                f"this local deployment ({self._model_name(deployment)}) is loaded for chat; send embeddings to a "
+                "llama_cpp deployment with embedding: true",
                 param="model",
             )
         try:
@@ -136,8 +137,9 @@ class LlamaCppProvider(Provider):
             log.debug("dropping parameters the local model does not support: %s", ", ".join(unsupported))
             return
         raise UnsupportedParameter(
-            f"the local model does not support: {', '.join(unsupported)}; remove them, or set "
-            "unsupported_params: drop on the deployment to ignore them",
+            f"the local model {self._model_name(deployment)} does not support these parameters: "
+            f"{', '.join(unsupported)}. Remove them (and check the spelling of any that OpenAI does not "
+            "define), or set unsupported_params: drop on the deployment to have the bridge leave them out",
             param=unsupported[0],
         )
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -86,7 +87,15 @@ class StreamAnswer:
         try:
             for event in self.head:
                 yield event
-            async for event in self.rest:
+            while True:
+                # Time spent waiting for the provider's next event is upstream time, not overhead.
+                started = time.perf_counter()
+                try:
+                    event = await anext(self.rest)
+                except StopAsyncIteration:
+                    break
+                finally:
+                    self.ctx.upstream_seconds += time.perf_counter() - started
                 yield event
         finally:
             await self.rest.aclose()  # type: ignore[attr-defined]

@@ -53,11 +53,12 @@ async def _serve(request: web.Request, handler: Handler) -> web.StreamResponse:
     request_id = request[REQUEST_ID] = _request_id(request)
     token = logs.REQUEST_ID.set(request_id)  # every log line of this request carries its id
     runtime = request.app[RUNTIME]
-    runtime.in_flight += 1
+    counted = request.path.startswith(_API_PREFIX)  # status and metrics calls do not count themselves
+    runtime.in_flight += counted
     try:
         response = await _answer(request, handler)
     finally:
-        runtime.in_flight -= 1
+        runtime.in_flight -= counted
         logs.REQUEST_ID.reset(token)
     if not response.prepared:
         response.headers["x-request-id"] = request_id
@@ -72,7 +73,9 @@ async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
         response = await handler(request)
     except BridgeError as exc:
         _finish_refused(request, exc.status, exc.code or exc.error_type, exc.message, started)
-        return _error_response(exc.status, exc.body(), exc.headers())
+        context = request.get(REQUEST_CONTEXT)
+        headers = {**openai_api.bridge_headers(context), **exc.headers()} if context is not None else exc.headers()
+        return _error_response(exc.status, exc.body(), headers)
     except web.HTTPException as exc:
         error = _http_error(exc)
         _finish_refused(request, exc.status, "http_error", exc.reason, started)
@@ -173,6 +176,9 @@ def _http_error(exc: web.HTTPException) -> web.Response:
     if exc.status == 404:
         message = ("no such endpoint; this bridge serves /v1/chat/completions, /v1/embeddings, /v1/models, "
                    "/healthz, /metrics and /admin/status")
+    elif exc.status == 405:
+        allowed = exc.headers.get("Allow", "")
+        message = f"this endpoint does not accept that method; use {allowed or 'another method'}"
     body: dict[str, object] = {
         "error": {"message": message, "type": "invalid_request_error", "param": None, "code": code},
     }

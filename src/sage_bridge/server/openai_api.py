@@ -62,7 +62,7 @@ def _context(request: web.Request, endpoint: str) -> RequestContext:
 
 def _json_answer(request: web.Request, ctx: RequestContext, body: dict[str, Any], usage: Usage) -> web.Response:
     response = web.Response(body=dumps(body), content_type="application/json")
-    response.headers.update(_bridge_headers(ctx))
+    response.headers.update(bridge_headers(ctx))
     _log_finished(request, ctx, usage)
     return response
 
@@ -71,7 +71,7 @@ async def _stream(request: web.Request, chat: ChatRequest, ctx: RequestContext, 
     runtime = request.app[RUNTIME]
     answer = await runtime.router.stream(graph, chat, ctx)
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
-    response.headers.update(_bridge_headers(ctx))
+    response.headers.update(bridge_headers(ctx))
     writer = ChunkWriter(chat.model, chat.wants_usage_chunk)
     usage = Usage(estimated=True)
     try:
@@ -103,7 +103,8 @@ async def list_models(request: web.Request) -> web.Response:
     return web.json_response({"object": "list", "data": data})
 
 
-def _bridge_headers(ctx: RequestContext) -> dict[str, str]:
+def bridge_headers(ctx: RequestContext) -> dict[str, str]:
+    """Return the x-bridge-* headers that say how the bridge handled the request."""
     headers = {
         "x-request-id": ctx.request_id,
         "x-bridge-route": ctx.route.name if ctx.route else "",
