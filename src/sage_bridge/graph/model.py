@@ -58,9 +58,14 @@ class Route:
     targets: tuple[Target, ...]
     retry: RetryPolicyConfig
     terminal: Deployment | None
+    _enabled: tuple[Target, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        # Computed once: every request asks for it, and a route never changes after compiling.
+        object.__setattr__(self, "_enabled", tuple(t for t in self.targets if t.deployment.enabled))
 
     def enabled_targets(self) -> tuple[Target, ...]:
-        return tuple(target for target in self.targets if target.deployment.enabled)
+        return self._enabled
 
 
 @dataclass(frozen=True, slots=True)
