@@ -1,4 +1,4 @@
-"""The OpenAI adapter against the OpenAI mock, through the real openai SDK."""
+"""The OpenAI adapter against the OpenAI mock: chat over aiohttp, embeddings through the openai SDK."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from sage_bridge.config.schema import DeploymentConfig, OpenAIProviderConfig
 from sage_bridge.errors import ErrorKind, InvalidRequest, UpstreamError
 from sage_bridge.providers.adapter_common import PLACEHOLDER_KEY
 from sage_bridge.providers.openai import OpenAIProvider
+from sage_bridge.providers.openai_http import SSEDecoder, client_timeout
 from sage_bridge.types import ChatRequest, EmbeddingRequest, StreamEvent
 from tests.mocks import assemble, openai_upstream, token_fields  # noqa: F401  (fixture)
 from tests.mocks.base import SSE, Reply, Scripted, ToolCallSpec
@@ -380,10 +381,90 @@ async def test_embeddings_without_usage_are_estimated(provider: OpenAIProvider, 
     assert result.usage.prompt_tokens == 3
 
 
-async def test_timeouts_come_from_config(openai_upstream: OpenAIMock) -> None:
-    adapter = make_provider(openai_upstream, connect_timeout=1.5, read_timeout=42.0)
+def test_timeouts_come_from_config() -> None:
+    config = OpenAIProviderConfig(type="openai", api_key=SecretStr("sk-test"), connect_timeout=1.5, read_timeout=42.0)
+
+    timeout = client_timeout(config)
+
+    assert timeout.sock_connect == 1.5
+    assert timeout.sock_read == 42.0
+    assert timeout.total is None
+
+
+async def test_read_timeout_applies_mid_stream(openai_upstream: OpenAIMock) -> None:
+    adapter = make_provider(openai_upstream, read_timeout=0.2)
+    openai_upstream.enqueue(Reply(text="one two three", chunk_size=4, event_delay=1.0))
+
+    with pytest.raises(UpstreamError) as caught:
+        await collect(adapter, chat_request())
+    await adapter.aclose()
+
+    assert caught.value.kind is ErrorKind.TIMEOUT
+
+
+def test_sse_decoder_joins_split_blocks() -> None:
+    decoder = SSEDecoder()
+
+    first = decoder.feed(b'data: {"a"')
+    second = decoder.feed(b': 1}\r\n\r\ndata: [DONE]\n\n')
+
+    assert first == []
+    assert second == [(None, b'{"a": 1}'), (None, b"[DONE]")]
+
+
+def test_sse_decoder_skips_comments_and_ids() -> None:
+    decoder = SSEDecoder()
+
+    events = decoder.feed(b": keep-alive\n\nid: 7\nretry: 10\ndata: x\n\n")
+
+    assert events == [(None, b"x")]
+
+
+def test_sse_decoder_keeps_event_names_and_lines() -> None:
+    decoder = SSEDecoder()
+
+    events = decoder.feed(b"event: error\ndata: first\ndata: second\n\ndata:tight\n\n")
+
+    assert events == [("error", b"first\nsecond"), (None, b"tight")]
+
+
+def test_sse_decoder_drops_unterminated_event() -> None:
+    decoder = SSEDecoder()
+
+    events = decoder.feed(b"data: never finished\n")
+
+    assert events == []
+
+
+async def test_error_event_named_error_fails_stream(provider: OpenAIProvider, openai_upstream: OpenAIMock) -> None:
+    error_body = {"error": {"message": "Rate limit reached", "type": "rate_limit_error", "param": None, "code": None}}
+    openai_upstream.enqueue(Scripted(events=[_chunk({"content": "Hel"}), SSE(error_body, event="error")]))
+
+    with pytest.raises(UpstreamError) as caught:
+        await collect(provider, chat_request())
+
+    assert caught.value.kind is ErrorKind.RATE_LIMITED
+    assert "Rate limit reached" in caught.value.message
+
+
+async def test_request_headers_name_organization_and_project(openai_upstream: OpenAIMock) -> None:
+    adapter = make_provider(openai_upstream, organization="org-mock", project="proj-mock")
 
     await adapter.chat(chat_request(), DEPLOYMENT)
     await adapter.aclose()
 
-    assert openai_upstream.last.headers["X-Stainless-Read-Timeout"] == "42.0"
+    assert openai_upstream.last.headers["Authorization"] == f"Bearer {openai_upstream.api_key}"
+    assert openai_upstream.last.headers["OpenAI-Organization"] == "org-mock"
+    assert openai_upstream.last.headers["OpenAI-Project"] == "proj-mock"
+    assert openai_upstream.last.headers["Content-Type"] == "application/json"
+
+
+async def test_rate_limit_headers_are_reported(provider: OpenAIProvider, openai_upstream: OpenAIMock) -> None:
+    headers = {"x-ratelimit-remaining-requests": "99", "x-request-id": "req-1"}
+    openai_upstream.enqueue(Reply(text="hi", headers=headers), Reply(text="hi", headers=headers))
+
+    result = await provider.chat(chat_request(), DEPLOYMENT)
+    first_event = (await collect(provider, chat_request()))[0]
+
+    assert result.rate_limits == {"x-ratelimit-remaining-requests": "99"}
+    assert first_event.rate_limits == {"x-ratelimit-remaining-requests": "99"}

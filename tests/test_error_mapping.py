@@ -1,5 +1,6 @@
 """Mapping of every SDK and transport exception onto UpstreamError, Retry-After parsing and
-key redaction, checked against the mock upstreams through the real SDKs."""
+key redaction, checked against the mock upstreams through the real SDKs (and aiohttp, which
+carries the OpenAI adapter's chat requests)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from types import ModuleType
 from typing import Any
 
+import aiohttp
+import aiohttp.client_exceptions
 import anthropic
 import cohere
 import cohere.errors
@@ -35,8 +38,10 @@ from sage_bridge.providers import cohere as cohere_adapter
 from sage_bridge.providers import openai as openai_adapter
 from sage_bridge.providers.base import Provider
 from sage_bridge.providers.errors_map import Failure, kind_for_status, parse_retry_after, to_upstream_error
+from sage_bridge.providers.openai_errors import classify_http_error
+from sage_bridge.providers.openai_http import OpenAIResponseError, OpenAIStatusError, OpenAIStreamError
 from sage_bridge.secrets import MASK, register_secret
-from sage_bridge.types import ChatRequest
+from sage_bridge.types import ChatRequest, EmbeddingRequest
 from tests.mocks import anthropic_upstream, cohere_upstream, openai_upstream  # noqa: F401  (fixtures)
 from tests.mocks.anthropic_mock import AnthropicMock, anthropic_error
 from tests.mocks.anthropic_mock import event as anthropic_event
@@ -190,6 +195,83 @@ def test_enumeration_finds_the_sdk_classes(
     assert len(classes()) >= 12
 
 
+def aiohttp_classes() -> set[type[BaseException]]:
+    return (
+        subclasses(aiohttp.ClientError)
+        | exported_exceptions(aiohttp.client_exceptions)
+        | {TimeoutError, OpenAIStatusError, OpenAIStreamError, OpenAIResponseError}
+    )
+
+
+def aiohttp_instance(cls: type[BaseException]) -> BaseException:
+    if cls is OpenAIStatusError:
+        return OpenAIStatusError(500, {"error": {"message": "boom", "type": "server_error"}}, {})
+    if cls is OpenAIStreamError:
+        return OpenAIStreamError({"message": "boom", "type": "server_error"})
+    return bare_instance(cls)
+
+
+def test_every_aiohttp_exception_class_is_mapped() -> None:
+    unmapped = sorted(cls.__qualname__ for cls in aiohttp_classes() if classify_http_error(aiohttp_instance(cls)) is None)
+
+    assert unmapped == []
+
+
+def test_aiohttp_enumeration_finds_the_classes() -> None:
+    classes = aiohttp_classes()
+
+    assert len(classes) >= 25
+    assert aiohttp.ServerDisconnectedError in classes
+    assert aiohttp.ClientPayloadError in classes
+
+
+def test_new_aiohttp_class_is_unmapped() -> None:
+    # A class aiohttp may add later must fail the completeness test above, not pass silently.
+    class FutureClientError(aiohttp.ClientError):
+        pass
+
+    assert classify_http_error(bare_instance(FutureClientError)) is None
+
+
+@pytest.mark.parametrize(
+    ("cls", "expected"),
+    [
+        (aiohttp.ConnectionTimeoutError, ErrorKind.TIMEOUT),
+        (aiohttp.SocketTimeoutError, ErrorKind.TIMEOUT),
+        (aiohttp.ServerTimeoutError, ErrorKind.TIMEOUT),
+        (TimeoutError, ErrorKind.TIMEOUT),
+        (aiohttp.ClientConnectorError, ErrorKind.CONNECTION),
+        (aiohttp.ClientConnectorDNSError, ErrorKind.CONNECTION),
+        (aiohttp.ClientConnectorCertificateError, ErrorKind.CONNECTION),
+        (aiohttp.ServerDisconnectedError, ErrorKind.CONNECTION),
+        (aiohttp.ClientConnectionResetError, ErrorKind.CONNECTION),
+        (aiohttp.ClientOSError, ErrorKind.CONNECTION),
+        (aiohttp.ClientPayloadError, ErrorKind.CONNECTION),
+        (aiohttp.ContentTypeError, ErrorKind.SERVER_ERROR),
+        (aiohttp.InvalidUrlClientError, ErrorKind.NOT_FOUND),
+        (aiohttp.InvalidUrlRedirectClientError, ErrorKind.SERVER_ERROR),
+        (OpenAIResponseError, ErrorKind.SERVER_ERROR),
+    ],
+    ids=lambda value: value.__name__ if isinstance(value, type) else "",
+)
+def test_aiohttp_class_kinds(cls: type[BaseException], expected: ErrorKind) -> None:
+    failure = classify_http_error(bare_instance(cls))
+
+    assert failure is not None
+    assert failure.kind is expected
+
+
+def test_proxy_status_error_uses_its_status() -> None:
+    exc = aiohttp.ClientHttpProxyError(None, (), status=429, message="Too Many Requests", headers={"retry-after": "4"})  # type: ignore[arg-type]
+
+    failure = classify_http_error(exc)
+
+    assert failure is not None
+    assert failure.kind is ErrorKind.RATE_LIMITED
+    assert failure.status == 429
+    assert failure.retry_after == 4.0
+
+
 @pytest.mark.parametrize(
     ("exc", "classify", "expected"),
     [
@@ -279,7 +361,7 @@ def test_parse_retry_after(headers: dict[str, str], expected: float | None) -> N
     assert parse_retry_after(headers, now=lambda: NOW) == expected
 
 
-# -- HTTP errors through the real SDKs ----------------------------------------------------------
+# -- HTTP errors through the adapters -----------------------------------------------------------
 
 
 def openai_provider(mock: MockUpstream, **config: Any) -> Provider:
@@ -334,20 +416,82 @@ OPENAI_CASES = [
 ]
 
 
+@pytest.mark.parametrize("streamed", [False, True], ids=["whole", "streamed"])
 @pytest.mark.parametrize(("response", "kind", "retry_after"), OPENAI_CASES)
 async def test_openai_status_errors(
-    openai_upstream: OpenAIMock, response: Scripted, kind: ErrorKind, retry_after: float | None
+    openai_upstream: OpenAIMock, response: Scripted, kind: ErrorKind, retry_after: float | None, streamed: bool
 ) -> None:
     openai_upstream.enqueue(response)
+    provider = openai_provider(openai_upstream)
 
-    error = await chat_error(openai_provider(openai_upstream))
+    if streamed:
+        error, _ = await stream_error(provider)
+    else:
+        error = await chat_error(provider)
 
     assert error.kind is kind
     assert error.detail.provider == "openai"
     assert error.detail.status == response.status
+    assert error.detail.provider_error_type == (response.body["error"]["type"] or response.body["error"]["code"])
     assert error.retry_after == retry_after
-    assert isinstance(error.__cause__, openai.APIStatusError)
+    assert isinstance(error.__cause__, OpenAIStatusError)
     assert response.body["error"]["message"][:20] in error.message
+
+
+@pytest.mark.parametrize(("response", "kind", "retry_after"), OPENAI_CASES)
+async def test_openai_embedding_status_errors(
+    openai_upstream: OpenAIMock, response: Scripted, kind: ErrorKind, retry_after: float | None
+) -> None:
+    # Embeddings still go through the SDK, whose status errors map through the same function.
+    openai_upstream.enqueue(response)
+    provider = openai_provider(openai_upstream)
+
+    with pytest.raises(UpstreamError) as caught:
+        await provider.embed(EmbeddingRequest(model="embed", input="hello"), deployment(provider))
+    await provider.aclose()
+
+    assert caught.value.kind is kind
+    assert caught.value.detail.status == response.status
+    assert caught.value.retry_after == retry_after
+    assert isinstance(caught.value.__cause__, openai.APIStatusError)
+
+
+async def test_openai_non_json_error_page(openai_upstream: OpenAIMock) -> None:
+    openai_upstream.enqueue(Scripted(status=502, body="<html><body>Bad Gateway</body></html>"))
+
+    error = await chat_error(openai_provider(openai_upstream))
+
+    assert error.kind is ErrorKind.SERVER_ERROR
+    assert error.detail.status == 502
+    assert "Bad Gateway" in error.message
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        "this is not JSON",
+        ["a", "list"],
+        {"id": "x", "model": "m", "choices": [{"index": 0, "message": {"role": "assistant", "tool_calls": [{"type": "function"}]}}]},
+    ],
+    ids=["not-json", "not-an-object", "tool-call-without-function"],
+)
+async def test_openai_malformed_response(openai_upstream: OpenAIMock, body: Any) -> None:
+    openai_upstream.enqueue(Scripted(body=body))
+
+    error = await chat_error(openai_provider(openai_upstream))
+
+    assert error.kind is ErrorKind.SERVER_ERROR
+    assert "did not match the API schema" in error.message
+
+
+async def test_openai_malformed_stream_chunk(openai_upstream: OpenAIMock) -> None:
+    openai_upstream.enqueue(Scripted(events=[openai_chunk("Hel"), SSE("{not json")]))
+
+    error, contents = await stream_error(openai_provider(openai_upstream))
+
+    assert contents == ["Hel"]
+    assert error.kind is ErrorKind.SERVER_ERROR
+    assert "not valid JSON" in error.message
 
 
 ANTHROPIC_CASES = [

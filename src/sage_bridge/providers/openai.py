@@ -1,24 +1,22 @@
 """The adapter for OpenAI and any OpenAI-compatible server (vLLM, Ollama, llama.cpp server...).
 
 The unified types already follow Chat Completions, so requests pass through nearly as sent:
-parameters the bridge does not model travel in `extra_body`. Streams always ask for a usage
-chunk, and usage is estimated locally when a server sends none.
+parameters the bridge does not model are merged into the request body. Streams always ask for
+a usage chunk, and usage is estimated locally when a server sends none. Chat requests go
+through the aiohttp client in openai_http; embeddings use the openai SDK.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx2
 import openai
-from openai.types import CompletionUsage
-from openai.types.chat import ChatCompletion, ChatCompletionChunk
-from openai.types.chat.chat_completion_chunk import ChoiceDeltaToolCall
 
 from sage_bridge.config.schema import DeploymentConfig, OpenAIProviderConfig
-from sage_bridge.errors import ErrorKind
+from sage_bridge.errors import ErrorKind, UpstreamError
 from sage_bridge.providers.adapter_common import (
     configured_key,
     estimate_tokens,
@@ -30,17 +28,14 @@ from sage_bridge.providers.adapter_common import (
     upstream_model,
 )
 from sage_bridge.providers.base import Provider
-from sage_bridge.providers.errors_map import (
-    Failure,
-    body_error_code,
-    body_error_type,
-    body_text,
-    classify_by_rules,
-    kind_for_status,
-    parse_retry_after,
-    simple_rule as _simple,
-    to_upstream_error,
+from sage_bridge.providers.errors_map import Failure, exception_text, scrub_exception, to_upstream_error
+from sage_bridge.providers.openai_errors import (
+    HTTP_ERRORS,
+    SDK_ERRORS,
+    classify_error,
+    classify_http_error,
 )
+from sage_bridge.providers.openai_http import OpenAIHTTPClient, stream_chunks
 from sage_bridge.types import (
     ChatRequest,
     ChatResult,
@@ -54,6 +49,8 @@ from sage_bridge.types import (
     Usage,
 )
 
+__all__ = ["OpenAIProvider", "classify_error", "classify_http_error", "usage_from_openai"]
+
 logger = logging.getLogger(__name__)
 
 FINISH_REASONS: dict[str, FinishReason] = {
@@ -64,8 +61,8 @@ FINISH_REASONS: dict[str, FinishReason] = {
     "function_call": "function_call",
 }
 
-# Request fields forwarded under their own name; everything else the client sent that the
-# unified request does not model goes in `extra_body`.
+# Request fields forwarded under their own name. Everything else the client sent that the
+# unified request does not model is merged into the body by _chat_arguments.
 _FORWARDED_FIELDS = (
     "max_tokens",
     "max_completion_tokens",
@@ -80,17 +77,23 @@ _FORWARDED_FIELDS = (
     "user",
 )
 
-SDK_ERRORS: tuple[type[BaseException], ...] = (openai.OpenAIError, httpx2.HTTPError)
+# A response whose JSON has the wrong shape (a missing key, a string where a list belongs)
+# fails inside the translation with one of these.
+_SHAPE_ERRORS = (KeyError, TypeError, AttributeError, ValueError)
 
 
 class OpenAIProvider(Provider):
-    """One OpenAI account or OpenAI-compatible server, with one pooled SDK client."""
+    """One OpenAI account or OpenAI-compatible server.
+
+    Chat requests share one pooled aiohttp session, and embeddings share one SDK client.
+    """
 
     type_name = "openai"
 
     def __init__(self, name: str, config: OpenAIProviderConfig) -> None:
         super().__init__(name, config)
         self._client: openai.AsyncOpenAI | None = None
+        self._http_client: OpenAIHTTPClient | None = None
         key = configured_key(config.api_key)
         if key is not None:
             self._client = openai.AsyncOpenAI(
@@ -101,34 +104,41 @@ class OpenAIProvider(Provider):
                 timeout=httpx2.Timeout(config.read_timeout, connect=config.connect_timeout),
                 max_retries=0,
             )
+            self._http_client = OpenAIHTTPClient(config, key)
 
     def disabled_reason(self) -> str | None:
         return None if self._client is not None else missing_key_reason(self.name)
 
     async def chat(self, request: ChatRequest, deployment: DeploymentConfig) -> ChatResult:
-        arguments = self._chat_arguments(request, deployment, stream=False)
+        body = self._chat_arguments(request, deployment, stream=False)
         try:
-            raw = await self._sdk().chat.completions.with_raw_response.create(**arguments)
-            completion = raw.parse()
-        except SDK_ERRORS as exc:
-            raise to_upstream_error(self.name, exc, classify_error) from exc
-        result = self._chat_result(request, completion)
-        result.rate_limits = rate_limit_headers(raw.headers)
+            completion, headers = await self._http().complete(body)
+            result = self._chat_result(request, completion)
+        except HTTP_ERRORS as exc:
+            raise to_upstream_error(self.name, exc, classify_http_error) from exc
+        except _SHAPE_ERRORS as exc:
+            raise self._shape_error(exc) from exc
+        result.rate_limits = rate_limit_headers(headers)
         return result
 
     async def stream_chat(self, request: ChatRequest, deployment: DeploymentConfig) -> AsyncIterator[StreamEvent]:
-        arguments = self._chat_arguments(request, deployment, stream=True)
+        body = self._chat_arguments(request, deployment, stream=True)
         state = _StreamState(self.name, request)
         try:
-            raw = await self._sdk().chat.completions.with_raw_response.create(**arguments)
-            yield StreamEvent(rate_limits=rate_limit_headers(raw.headers))
-            stream = raw.parse()
-            async with stream:
-                async for chunk in stream:
+            response = await self._http().open_stream(body)
+            try:
+                yield StreamEvent(rate_limits=rate_limit_headers(response.headers))
+                async for chunk in stream_chunks(response):
                     for event in state.feed(chunk):
                         yield event
-        except SDK_ERRORS as exc:
-            raise to_upstream_error(self.name, exc, classify_error) from exc
+            finally:
+                # Returns the connection to the pool after a complete stream and closes it
+                # after one the client stopped reading.
+                response.release()
+        except HTTP_ERRORS as exc:
+            raise to_upstream_error(self.name, exc, classify_http_error) from exc
+        except _SHAPE_ERRORS as exc:
+            raise self._shape_error(exc) from exc
 
         for event in state.finish():
             yield event
@@ -163,6 +173,8 @@ class OpenAIProvider(Provider):
         )
 
     async def aclose(self) -> None:
+        if self._http_client is not None:
+            await self._http_client.aclose()
         if self._client is not None:
             await self._client.close()
 
@@ -171,52 +183,62 @@ class OpenAIProvider(Provider):
             raise Failure(ErrorKind.AUTH, missing_key_reason(self.name)).to_error(self.name)
         return self._client
 
+    def _http(self) -> OpenAIHTTPClient:
+        if self._http_client is None:
+            raise Failure(ErrorKind.AUTH, missing_key_reason(self.name)).to_error(self.name)
+        return self._http_client
+
+    def _shape_error(self, exc: Exception) -> UpstreamError:
+        scrub_exception(exc)
+        text = f"the response did not match the API schema: {type(exc).__name__}: {exception_text(exc)}"
+        return Failure(ErrorKind.SERVER_ERROR, text).to_error(self.name)
+
     def _chat_arguments(self, request: ChatRequest, deployment: DeploymentConfig, *, stream: bool) -> dict[str, Any]:
+        """Build the JSON body of a Chat Completions request."""
         reject_several_choices(request, self.name)
-        arguments: dict[str, Any] = {
+        body: dict[str, Any] = {
             "model": upstream_model(self.name, deployment),
             "messages": [message.model_dump(exclude_none=True) for message in request.messages],
         }
         for field in _FORWARDED_FIELDS:
             value = getattr(request, field)
             if value is not None:
-                arguments[field] = _plain(value)
+                body[field] = _plain(value)
         if request.output_limit is None and deployment.max_tokens is not None:
             # NOTE: older OpenAI-compatible servers read only max_tokens and ignore this cap.
-            arguments["max_completion_tokens"] = deployment.max_tokens
-        if request.extra_params:
-            arguments["extra_body"] = request.extra_params
+            body["max_completion_tokens"] = deployment.max_tokens
+        # Parameters the unified request does not model go upstream as sent, and win over a
+        # modelled field of the same name, as the SDK's extra_body did.
+        body.update(request.extra_params)
 
         if stream:
             options = request.stream_options.model_dump() if request.stream_options else {}
-            arguments["stream"] = True
-            arguments["stream_options"] = {**options, "include_usage": True}
-        return arguments
+            body["stream"] = True
+            body["stream_options"] = {**options, "include_usage": True}
+        return body
 
-    def _chat_result(self, request: ChatRequest, completion: ChatCompletion) -> ChatResult:
-        if not completion.choices:
+    def _chat_result(self, request: ChatRequest, completion: dict[str, Any]) -> ChatResult:
+        choices = completion.get("choices")
+        if not choices:
             raise Failure(ErrorKind.SERVER_ERROR, "the response has no choices").to_error(self.name)
-        choice = completion.choices[0]
-        message = choice.message
-        tool_calls = [
-            ToolCall(id=call.id, function=FunctionCall(name=call.function.name, arguments=call.function.arguments))
-            for call in message.tool_calls or []
-            if call.type == "function"
-        ]
+        choice = choices[0]
+        message = choice.get("message") or {}
+        tool_calls = [_tool_call(call) for call in message.get("tool_calls") or [] if call.get("type") == "function"]
 
-        if completion.usage is not None:
-            usage = usage_from_openai(completion.usage)
+        raw_usage = completion.get("usage")
+        if raw_usage is not None:
+            usage = usage_from_openai(raw_usage)
         else:
-            outputs = [message.content or "", *(call.function.arguments for call in tool_calls)]
+            outputs = [message.get("content") or "", *(call.function.arguments for call in tool_calls)]
             usage = estimated_usage(request, outputs)
         return ChatResult(
-            content=message.content,
-            finish_reason=map_finish_reason(self.name, choice.finish_reason, FINISH_REASONS),
+            content=message.get("content"),
+            finish_reason=map_finish_reason(self.name, choice.get("finish_reason"), FINISH_REASONS),
             usage=usage,
             tool_calls=tool_calls,
-            refusal=message.refusal,
-            upstream_model=completion.model,
-            upstream_id=completion.id,
+            refusal=message.get("refusal"),
+            upstream_model=completion.get("model") or "",
+            upstream_id=completion.get("id") or "",
         )
 
 
@@ -231,34 +253,39 @@ class _StreamState:
         self.outputs: list[str] = []
         self.started_tools: set[int] = set()
 
-    def feed(self, chunk: ChatCompletionChunk) -> list[StreamEvent]:
-        if chunk.usage is not None:
-            self.usage = usage_from_openai(chunk.usage)
+    def feed(self, chunk: dict[str, Any]) -> list[StreamEvent]:
+        usage = chunk.get("usage")
+        if usage is not None:
+            self.usage = usage_from_openai(usage)
         events: list[StreamEvent] = []
-        for choice in chunk.choices:
-            if choice.index != 0:
+        for choice in chunk.get("choices") or ():
+            if choice.get("index", 0) != 0:
                 continue
-            if choice.delta.content:
-                self.outputs.append(choice.delta.content)
-                events.append(StreamEvent(content=choice.delta.content))
-            for call in choice.delta.tool_calls or []:
+            delta = choice.get("delta") or {}
+            content = delta.get("content")
+            if content:
+                self.outputs.append(content)
+                events.append(StreamEvent(content=content))
+            for call in delta.get("tool_calls") or ():
                 events.append(StreamEvent(tool_call=self._tool_delta(call)))
-            if choice.finish_reason is not None:
-                self.finish_reason = map_finish_reason(self.provider, choice.finish_reason, FINISH_REASONS)
+            finish = choice.get("finish_reason")
+            if finish is not None:
+                self.finish_reason = map_finish_reason(self.provider, finish, FINISH_REASONS)
         return events
 
-    def _tool_delta(self, call: ChoiceDeltaToolCall) -> ToolCallDelta:
+    def _tool_delta(self, call: dict[str, Any]) -> ToolCallDelta:
         # Some compatible servers repeat id and name on every fragment; pass them on once.
-        first = call.index not in self.started_tools
-        self.started_tools.add(call.index)
-        function = call.function
-        arguments = (function.arguments or "") if function is not None else ""
+        index: int = call["index"]
+        first = index not in self.started_tools
+        self.started_tools.add(index)
+        function = call.get("function") or {}
+        arguments = function.get("arguments") or ""
         self.outputs.append(arguments)
         return ToolCallDelta(
-            index=call.index,
+            index=index,
             arguments=arguments,
-            id=call.id if first else None,
-            name=function.name if first and function is not None else None,
+            id=call.get("id") if first else None,
+            name=function.get("name") if first else None,
         )
 
     def finish(self) -> list[StreamEvent]:
@@ -270,115 +297,35 @@ class _StreamState:
         return [StreamEvent(finish_reason=self.finish_reason), StreamEvent(usage=usage)]
 
 
-def usage_from_openai(usage: CompletionUsage) -> Usage:
+def _tool_call(call: dict[str, Any]) -> ToolCall:
+    function = call["function"]
+    return ToolCall(id=call["id"], function=FunctionCall(name=function["name"], arguments=function["arguments"]))
+
+
+def usage_from_openai(usage: dict[str, Any]) -> Usage:
     """Translate OpenAI usage; its cached tokens are already counted in prompt_tokens."""
-    details = usage.prompt_tokens_details
-    cached = details.cached_tokens if details is not None and details.cached_tokens else 0
+    details = usage.get("prompt_tokens_details") or {}
     return Usage(
-        prompt_tokens=usage.prompt_tokens,
-        completion_tokens=usage.completion_tokens,
-        cached_tokens=cached,
-        raw=usage.model_dump(exclude_none=True),
+        prompt_tokens=usage.get("prompt_tokens") or 0,
+        completion_tokens=usage.get("completion_tokens") or 0,
+        cached_tokens=details.get("cached_tokens") or 0,
+        raw=_without_none(usage),
     )
 
 
+def _without_none(value: dict[str, Any]) -> dict[str, Any]:
+    """Drop null members at every depth, as the SDK's model_dump(exclude_none=True) did."""
+    return {
+        key: _without_none(item) if isinstance(item, dict) else item
+        for key, item in value.items()
+        if item is not None
+    }
+
+
 def _plain(value: Any) -> Any:
-    """Dump pydantic values (tools) to the plain JSON shapes the SDK sends."""
+    """Dump pydantic values (tools) to plain JSON shapes."""
     if isinstance(value, list):
         return [_plain(item) for item in value]
     if hasattr(value, "model_dump"):
         return value.model_dump(exclude_none=True)
     return value
-
-
-# -- error classification ---------------------------------------------------------------------
-
-_CONTEXT_CODES = frozenset({"context_length_exceeded", "string_above_max_length"})
-_POLICY_CODES = frozenset({"invalid_prompt", "content_policy_violation", "content_filter"})
-_QUOTA_CODES = frozenset({"insufficient_quota", "billing_hard_limit_reached"})
-_STREAM_ERROR_TYPES: dict[str, ErrorKind] = {
-    "rate_limit_error": ErrorKind.RATE_LIMITED,
-    "rate_limit_exceeded": ErrorKind.RATE_LIMITED,
-    "overloaded_error": ErrorKind.OVERLOADED,
-    "server_error": ErrorKind.SERVER_ERROR,
-    "timeout": ErrorKind.TIMEOUT,
-    "invalid_request_error": ErrorKind.INVALID_REQUEST,
-}
-
-
-def _refine(kind: ErrorKind, code: str | None, error_type: str | None, text: str) -> ErrorKind:
-    """Narrow a status-derived kind with the error code and message OpenAI sent."""
-    if code in _CONTEXT_CODES or "maximum context length" in text:
-        return ErrorKind.CONTEXT_LENGTH
-    if code in _POLICY_CODES or "content management policy" in text:
-        return ErrorKind.CONTENT_POLICY
-    if kind is ErrorKind.RATE_LIMITED and (code in _QUOTA_CODES or error_type in _QUOTA_CODES):
-        # An exhausted quota does not come back after a backoff, but another provider may serve.
-        return ErrorKind.PERMISSION
-    return kind
-
-
-def _status_failure(exc: openai.APIStatusError) -> Failure:
-    text = body_text(exc.body) or exc.message
-    code = exc.code or body_error_code(exc.body)
-    error_type = exc.type or body_error_type(exc.body)
-    return Failure(
-        _refine(kind_for_status(exc.status_code), code, error_type, text),
-        text,
-        status=exc.status_code,
-        error_type=error_type or code,
-        retry_after=parse_retry_after(exc.response.headers),
-    )
-
-
-def _stream_error_failure(exc: openai.APIError) -> Failure:
-    # An error object sent as a data chunk in the middle of a stream; it has no HTTP status.
-    text = body_text(exc.body) or exc.message
-    code = exc.code or body_error_code(exc.body)
-    error_type = exc.type or body_error_type(exc.body)
-    kind = _STREAM_ERROR_TYPES.get(error_type or "", ErrorKind.SERVER_ERROR)
-    return Failure(_refine(kind, code, error_type, text), f"error in the stream: {text}", error_type=error_type or code)
-
-
-# Checked in order, so a subclass comes before its base class.
-_RULES: tuple[tuple[type[BaseException], Callable[[Any], Failure]], ...] = (
-    (openai.APITimeoutError, _simple(ErrorKind.TIMEOUT, "the request timed out")),
-    (openai.APIConnectionError, _simple(ErrorKind.CONNECTION, "the connection failed")),
-    (openai.APIResponseValidationError, _simple(ErrorKind.SERVER_ERROR, "the response did not match the API schema")),
-    (openai.APIStatusError, _status_failure),
-    (openai.APIError, _stream_error_failure),
-    (openai.LengthFinishReasonError, _simple(ErrorKind.INVALID_REQUEST, "the output limit cut the response")),
-    (openai.ContentFilterFinishReasonError, _simple(ErrorKind.CONTENT_POLICY, "the content filter stopped the response")),
-    (openai.WebSocketConnectionClosedError, _simple(ErrorKind.CONNECTION, "the websocket closed")),
-    (openai.WebSocketQueueFullError, _simple(ErrorKind.OVERLOADED, "the websocket send queue is full")),
-    (openai.InvalidWebhookSignatureError, _simple(ErrorKind.AUTH, "the webhook signature is invalid")),
-    (httpx2.TimeoutException, _simple(ErrorKind.TIMEOUT, "the request timed out")),
-    (httpx2.TransportError, _simple(ErrorKind.CONNECTION, "the connection failed")),
-    (httpx2.HTTPError, _simple(ErrorKind.SERVER_ERROR, "the response could not be read")),
-)
-
-
-# Classes the SDK does not export, matched by name so that a moved private module cannot
-# break the import of this adapter. All of them report misuse of the SDK or its credentials.
-_PRIVATE_RULES: dict[str, Callable[[Any], Failure]] = {
-    "SubjectTokenProviderError": _simple(ErrorKind.AUTH, "the credential provider failed"),
-    "MutuallyExclusiveAuthError": _simple(ErrorKind.AUTH, "the client was given two kinds of credentials"),
-    "StreamAlreadyConsumed": _simple(ErrorKind.SERVER_ERROR, "the response stream was read twice"),
-    "APIRemovedInV1": _simple(ErrorKind.SERVER_ERROR, "a removed SDK interface was called"),
-    "_AmbiguousModuleClientUsageError": _simple(ErrorKind.SERVER_ERROR, "the module-level client was misused"),
-    "MissingDependencyError": _simple(ErrorKind.SERVER_ERROR, "an optional SDK dependency is missing"),
-    # Helpers of the SDK's agents library, which chat and embedding calls never reach.
-    "AgentOutputParseError": _simple(ErrorKind.SERVER_ERROR, "an agent helper failed"),
-    "AgentTurnResultError": _simple(ErrorKind.SERVER_ERROR, "an agent helper failed"),
-    "AgentFileStagingError": _simple(ErrorKind.SERVER_ERROR, "an agent helper failed"),
-    "AgentFilePreparationError": _simple(ErrorKind.SERVER_ERROR, "an agent helper failed"),
-}
-
-
-# The SDK raises its bare base class for client-side problems, such as a missing key.
-_BASE_RULE = (openai.OpenAIError, _simple(ErrorKind.SERVER_ERROR, "the SDK reported an error"))
-
-
-def classify_error(exc: BaseException) -> Failure | None:
-    """Classify an openai SDK or httpx2 exception; None means no rule covers its class."""
-    return classify_by_rules(exc, _RULES, _PRIVATE_RULES, base=_BASE_RULE)
