@@ -240,8 +240,7 @@ class Ledger:
         with self._idle:
             self._pending -= len(batch)
             self._idle.notify_all()
-        for pending, failure in zip(batch, failures, strict=True):
-            _resolve(pending, failure)
+        _resolve(list(zip(batch, failures, strict=True)))
 
     def _commit_one(self, connection: sqlite3.Connection, pending: _Pending) -> BaseException | None:
         try:
@@ -267,19 +266,26 @@ def _insert(connection: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None
         raise
 
 
-def _resolve(pending: _Pending, failure: BaseException | None) -> None:
-    def settle_future() -> None:
+def _resolve(outcomes: list[tuple[_Pending, BaseException | None]]) -> None:
+    """Settle the callers' futures, waking each event loop once per batch rather than once per row."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Pending, BaseException | None]]] = {}
+    for pending, failure in outcomes:
+        by_loop.setdefault(pending.loop, []).append((pending, failure))
+    for loop, settled in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_settle_futures, settled)
+        except RuntimeError:
+            logger.debug("event loop closed before %d ledger rows were acknowledged", len(settled))
+
+
+def _settle_futures(outcomes: list[tuple[_Pending, BaseException | None]]) -> None:
+    for pending, failure in outcomes:
         if pending.done.done():  # the caller was cancelled; the row is written regardless
-            return
+            continue
         if failure is None:
             pending.done.set_result(None)
         else:
             pending.done.set_exception(failure)
-
-    try:
-        pending.loop.call_soon_threadsafe(settle_future)
-    except RuntimeError:
-        logger.debug("event loop closed before ledger row %s was acknowledged", pending.values[1])
 
 
 def _row_values(row: LedgerRow) -> tuple[Any, ...]:

@@ -10,12 +10,12 @@ one pooled aiohttp session per provider. Errors are raised as the exception clas
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import aiohttp
+import orjson
 from multidict import CIMultiDictProxy
 
 from sage_bridge.config.schema import OpenAIProviderConfig
@@ -206,13 +206,13 @@ def _is_success(status: int) -> bool:
 
 
 def _encode(body: dict[str, Any]) -> bytes:
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
+    return orjson.dumps(body)
 
 
 def _decode_object(payload: bytes) -> dict[str, Any]:
     try:
-        value = json.loads(payload)
-    except ValueError as exc:
+        value = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
         raise OpenAIResponseError(f"the response is not valid JSON ({exc}): {_preview(payload)}") from None
     if not isinstance(value, dict):
         raise OpenAIResponseError(f"the response is not a JSON object: {_preview(payload)}")
@@ -222,8 +222,8 @@ def _decode_object(payload: bytes) -> dict[str, Any]:
 def _decode_error_body(payload: bytes) -> object:
     """Return the JSON of an error response, or its text when it is not JSON (a proxy's page)."""
     try:
-        return json.loads(payload)
-    except ValueError:
+        return orjson.loads(payload)
+    except orjson.JSONDecodeError:
         return payload.decode("utf-8", "replace")
 
 

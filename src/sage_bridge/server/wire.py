@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import base64
-import json
 import secrets
 import struct
 import time
 from typing import Any
+
+import orjson
 
 from sage_bridge.types import ChatResult, EmbeddingRequest, EmbeddingResult, StreamEvent, Usage
 
@@ -19,7 +20,7 @@ def completion_id() -> str:
 
 
 def dumps(data: Any) -> bytes:
-    return json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return orjson.dumps(data)
 
 
 def sse(data: Any) -> bytes:
