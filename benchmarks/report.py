@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from benchmarks.findings import findings
+from benchmarks.optimisations import render_optimisations
 from benchmarks.targets import BARE, DIRECT, FULL, GROWTH_TOLERANCE_MB, LITELLM, PLAIN, added_ms, evaluate
 
 
@@ -300,5 +301,6 @@ def render(results: dict[str, Any], plot_name: str | None) -> str:
     if sweeps:
         lines += _added(results) + _sdk_client(results)
     lines += _memory(results) + _reload(results) + _local(results) + _profile(results) + _failures(results)
+    lines += render_optimisations()
     lines += ["## Notes", "", *[f"- {note}" for note in results.get("notes", [])], ""]
     return "\n".join(lines).rstrip() + "\n"
