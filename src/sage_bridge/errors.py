@@ -31,7 +31,7 @@ from sage_bridge.secrets import redact
 
 
 class Action(enum.Enum):
-    """What the router does after an attempt failed with a given kind of error."""
+    """The router's next step after an attempt failed with a given kind of error."""
 
     RETRY = "retry"  # try the same deployment again after a backoff
     FALLBACK = "fallback"  # move on to the next target at once

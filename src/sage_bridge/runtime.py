@@ -73,7 +73,7 @@ class Registries:
     def router(self, clock: Clock | None = None) -> Router:
         leases = LeaseIssuer(self.budgets, self.limiters, self.cooldowns)
         accountant = Accountant(self.budgets, self.ledger, self.latency)
-        return Router(self.pool, self.limiters, leases, accountant, Planner(self.latency), self.budgets, clock)
+        return Router(self.pool, self.limiters, leases, accountant, Planner(self.latency), clock)
 
 
 class GraphsInService:

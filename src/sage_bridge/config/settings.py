@@ -38,7 +38,7 @@ def default_state_dir() -> Path:
 
 
 def socket_from_environment(flag: str | None) -> Path:
-    """The socket bridgectl talks to: --socket, then SAGE_BRIDGE_SOCKET, then the default."""
+    """Return the socket bridgectl connects to: --socket, then SAGE_BRIDGE_SOCKET, then the default."""
     return Path(flag or os.environ.get("SAGE_BRIDGE_SOCKET") or default_socket_path())
 
 
@@ -101,6 +101,6 @@ def resolve_settings(flags: dict[str, Any], server: ServerConfig | None) -> Daem
 
 
 def config_path_from(flags: dict[str, Any]) -> Path:
-    """The config file comes from --config, then SAGE_BRIDGE_CONFIG, then the default location."""
+    """Return the config file: --config, then SAGE_BRIDGE_CONFIG, then the default location."""
     value = flags.get("config") or os.environ.get("SAGE_BRIDGE_CONFIG")
     return Path(value) if value else default_config_path()

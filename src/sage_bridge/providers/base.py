@@ -3,7 +3,7 @@
 An adapter is built once per configured provider and reused across requests and reloads while
 the provider's config is unchanged. It translates the unified types (sage_bridge.types) to and
 from one provider's wire format and maps every SDK or transport exception onto UpstreamError.
-It knows nothing of routes, budgets or limits.
+It has no access to routes, budgets or limits.
 """
 
 from __future__ import annotations

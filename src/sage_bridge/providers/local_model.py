@@ -176,8 +176,9 @@ class LocalModel:
         except Exception as exc:  # jinja2 errors from the model's own template
             raise InvalidRequest(f"the chat template of {self.path.name} rejected the messages: {exc}") from exc
         tokens = self.llama.tokenize(formatted.prompt.encode("utf-8"), add_bos=not formatted.added_special, special=True)
-        stop = formatted.stop if isinstance(formatted.stop, list) else [formatted.stop] if formatted.stop else []
-        return list(tokens), stop
+        if isinstance(formatted.stop, list):
+            return list(tokens), formatted.stop
+        return list(tokens), [formatted.stop] if formatted.stop else []
 
     def _check_fits(self, prompt_tokens: int, max_tokens: int | None) -> None:
         needed = prompt_tokens + (max_tokens or 1)

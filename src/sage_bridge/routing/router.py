@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
-from sage_bridge.accounting.budgets import BudgetBook, OverBudget
+from sage_bridge.accounting.budgets import OverBudget
 from sage_bridge.accounting.ledger import Outcome
 from sage_bridge.accounting.cost import estimate_embedding_tokens, estimate_prompt_tokens
 from sage_bridge.errors import (
@@ -73,7 +73,6 @@ class Router:
         leases: LeaseIssuer,
         accountant: Accountant,
         planner: Planner,
-        budgets: BudgetBook,
         clock: Clock | None = None,
     ) -> None:
         self.pool = pool
@@ -81,7 +80,7 @@ class Router:
         self.leases = leases
         self.accountant = accountant
         self.planner = planner
-        self.budgets = budgets
+        self.budgets = leases.budgets  # the book every lease reserves against
         self.clock = clock or LoopClock()
 
     async def chat(self, graph: RoutingGraph, request: ChatRequest, ctx: RequestContext) -> ChatResult:

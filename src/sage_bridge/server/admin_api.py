@@ -8,7 +8,7 @@ from typing import Any
 
 from aiohttp import web
 
-from sage_bridge.graph.model import Deployment, Route, RoutingGraph
+from sage_bridge.graph.model import Deployment, Route
 from sage_bridge.reload import ReloadCoordinator
 from sage_bridge.runtime import DaemonState
 from sage_bridge.server.keys import RUNTIME
@@ -92,7 +92,3 @@ def _deployment(deployment: Deployment) -> dict[str, Any]:
         "state": "enabled" if deployment.enabled else "disabled",
         "disabled_reason": deployment.disabled_reason,
     }
-
-
-def describe_graph(graph: RoutingGraph) -> dict[str, Any]:
-    return {"routes": [_route(route) for route in graph.routes.values()]}

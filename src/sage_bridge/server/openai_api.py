@@ -124,7 +124,9 @@ def _log_finished(request: web.Request, ctx: RequestContext, usage: Usage, outco
     request.app[METRICS].request_finished(ctx, usage, outcome)
     route = ctx.route.name if ctx.route else "-"
     deployment = ctx.deployment.name if ctx.deployment else "-"
-    cost = "-" if not ctx.cost_settled else "unknown" if ctx.cost is None else format_usd(ctx.cost)
+    cost = "-"
+    if ctx.cost_settled:
+        cost = "unknown" if ctx.cost is None else format_usd(ctx.cost)
     latency_ms = ctx.elapsed_ms()
     log.info(
         "request %s finished: route=%s deployment=%s attempts=%d status=200 outcome=%s tokens=%d+%d cost=%s "

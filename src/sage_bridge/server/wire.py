@@ -135,5 +135,5 @@ class ChunkWriter:
 
 
 def error_event(body: dict[str, Any]) -> bytes:
-    """The SSE event OpenAI uses for an error after the stream started; no [DONE] follows."""
+    """Return the SSE event OpenAI sends for an error after a stream started; no [DONE] follows it."""
     return sse(body)
