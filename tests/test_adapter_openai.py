@@ -255,12 +255,16 @@ async def test_no_retries_inside_the_sdk(provider: OpenAIProvider, openai_upstre
 
 
 async def test_client_is_pooled_across_requests(provider: OpenAIProvider, openai_upstream: OpenAIMock) -> None:
+    # Whole answers and streams have a pool each; every request reuses its pool's connection.
     await provider.chat(chat_request(), DEPLOYMENT)
     await collect(provider, chat_request())
     await provider.chat(chat_request(), DEPLOYMENT)
+    await collect(provider, chat_request())
 
-    ports = {request.peer_port for request in openai_upstream.requests}
-    assert len(ports) == 1
+    ports = [request.peer_port for request in openai_upstream.requests]
+    assert ports[0] == ports[2]
+    assert ports[1] == ports[3]
+    assert len(set(ports)) == 2
 
 
 async def test_key_none_sends_a_placeholder() -> None:

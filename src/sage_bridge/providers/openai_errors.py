@@ -1,9 +1,10 @@
 """Classification of the OpenAI adapter's failures into Failure objects.
 
-Chat requests go through the aiohttp client in openai_http and embeddings through the openai
-SDK, so there are two rule tables: `classify_http_error` for aiohttp and openai_http
-exceptions, `classify_error` for openai SDK and httpx2 exceptions. Both read an HTTP error
-status and a mid-stream error object through the same two functions.
+Chat requests go through openai_http (its HTTPPool raises aiohttp's exception classes as
+well) and embeddings through the openai SDK, so there are two rule tables:
+`classify_http_error` for aiohttp and openai_http exceptions, `classify_error` for openai SDK
+and httpx2 exceptions. Both read an HTTP error status and a mid-stream error object through
+the same two functions.
 """
 
 from __future__ import annotations

@@ -2,9 +2,10 @@
 
 The SDK costs several times the CPU of the request itself: it transforms the typed request,
 runs httpx2, httpcore2 and anyio underneath, and builds pydantic objects from every chunk. The
-chat path only needs a JSON POST and an SSE reader, so this module does those directly with
-one pooled aiohttp session per provider. Errors are raised as the exception classes below
-(or aiohttp's own), which openai_errors maps onto UpstreamError.
+chat path only needs a JSON POST and an SSE reader, so this module does those directly: whole
+answers through an http_pool.HTTPPool and streams through one pooled aiohttp session per
+provider. Errors are raised as the exception classes below (or aiohttp's own), which
+openai_errors maps onto UpstreamError.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from multidict import CIMultiDictProxy
 
 from sage_bridge.config.schema import OpenAIProviderConfig
 from sage_bridge.providers.errors_map import body_text
+from sage_bridge.providers.http_pool import HTTPPool
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +73,8 @@ def request_headers(config: OpenAIProviderConfig, key: str) -> dict[str, str]:
 
 
 class OpenAIHTTPClient:
-    """POSTs to one server's /chat/completions over a pooled aiohttp session.
+    """POSTs to one server's /chat/completions: whole answers through an HTTPPool, streams over
+    a pooled aiohttp session.
 
     The session is created on first use, inside the running event loop, because aiohttp binds
     a session to the loop that created it.
@@ -83,15 +86,15 @@ class OpenAIHTTPClient:
         self._timeout = client_timeout(config)
         self._session: aiohttp.ClientSession | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._pool: HTTPPool | None = None
+        self._config = config
 
     async def complete(self, body: dict[str, Any]) -> tuple[dict[str, Any], CIMultiDictProxy[str]]:
         """Send a non-streamed request; return the decoded completion and the response headers."""
-        session = self._session_for_loop()
-        async with session.post(self._url, data=_encode(body), headers=self._headers, allow_redirects=False) as response:
-            payload = await response.read()
-            if not _is_success(response.status):
-                raise OpenAIStatusError(response.status, _decode_error_body(payload), response.headers)
-            return _decode_object(payload), response.headers
+        reply = await self._whole_answers().post(_encode(body))
+        if not _is_success(reply.status):
+            raise OpenAIStatusError(reply.status, _decode_error_body(reply.body), reply.headers)
+        return _decode_object(reply.body), reply.headers
 
     async def open_stream(self, body: dict[str, Any]) -> aiohttp.ClientResponse:
         """Send a streamed request and return the response once its headers arrived.
@@ -110,9 +113,19 @@ class OpenAIHTTPClient:
         return response
 
     async def aclose(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+    def _whole_answers(self) -> HTTPPool:
+        if self._pool is None:
+            # Built on first use, so that a bad base_url fails the request that uses it.
+            self._pool = HTTPPool(self._url, self._headers, connect_timeout=self._config.connect_timeout,
+                                  read_timeout=self._config.read_timeout, max_connections=_CONNECTIONS_PER_HOST,
+                                  keepalive_seconds=_KEEPALIVE_SECONDS)
+        return self._pool
 
     def _session_for_loop(self) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()
