@@ -55,7 +55,8 @@ def format_time(instant: datetime) -> str:
     """Render an aware instant as the ledger's fixed-width UTC text."""
     if instant.tzinfo is None:
         raise ValueError(f"ledger times must be aware datetimes, got the naive {instant}")
-    return instant.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat pads the year to four digits, which keeps every value the same width.
+    return instant.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def parse_time(text: str) -> datetime:

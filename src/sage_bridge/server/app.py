@@ -5,12 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from sage_bridge import logs
+from sage_bridge import ids, logs
 from sage_bridge.errors import BridgeError, InvalidRequest
 from sage_bridge.metrics import Metrics, Outcome
 from sage_bridge.routing.context import RequestContext
@@ -167,7 +166,7 @@ def _request_id(request: web.Request) -> str:
     # ASCII only: the id is echoed in a response header, which must stay a single clean line.
     if header_value and len(header_value) <= _MAX_REQUEST_ID and header_value.isascii() and header_value.isprintable():
         return header_value
-    return uuid.uuid4().hex
+    return ids.request_id()
 
 
 def _http_error(exc: web.HTTPException) -> web.Response:

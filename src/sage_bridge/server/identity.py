@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import struct
+import weakref
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -33,9 +35,25 @@ class Caller:
 
 CALLER = web.RequestKey("caller", Caller)  # set by the access check on every request
 
+# SO_PEERCRED reports the credentials the peer had when it connected, so one lookup serves
+# every request on a keep-alive connection.
+_by_transport: weakref.WeakKeyDictionary[asyncio.BaseTransport, PeerCredentials | None] = weakref.WeakKeyDictionary()
+
+
 def peer_credentials(request: web.Request) -> PeerCredentials | None:
     """Return the connecting process's credentials, or None when the transport is not a Unix socket."""
-    sock = request.transport.get_extra_info("socket") if request.transport is not None else None
+    transport = request.transport
+    if transport is None:
+        return None
+    try:
+        return _by_transport[transport]
+    except KeyError:
+        credentials = _by_transport[transport] = _read_credentials(transport)
+        return credentials
+
+
+def _read_credentials(transport: asyncio.BaseTransport) -> PeerCredentials | None:
+    sock = transport.get_extra_info("socket")
     if sock is None or sock.family != socket.AF_UNIX:
         return None
     pid, uid, gid = _UCRED.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _UCRED.size))

@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import base64
-import secrets
 import struct
 import time
 from typing import Any
 
 import orjson
 
+from sage_bridge.ids import completion_id
 from sage_bridge.types import ChatResult, EmbeddingRequest, EmbeddingResult, StreamEvent, Usage
 
 DONE = b"data: [DONE]\n\n"
-
-
-def completion_id() -> str:
-    return "chatcmpl-" + secrets.token_hex(12)
 
 
 def dumps(data: Any) -> bytes:
