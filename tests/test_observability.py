@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -115,6 +116,20 @@ def test_text_line_carries_request_id() -> None:
     finally:
         logs.REQUEST_ID.reset(token)
     assert " [req-7]: moving on" in line
+
+
+def test_text_time_changes_with_the_second() -> None:
+    formatter = TextFormatter()
+    first, same_second, next_second = (record("tick", level=logging.INFO) for _ in range(3))
+    first.created, first.msecs = 1_800_000_000.120, 120.0
+    same_second.created, same_second.msecs = 1_800_000_000.950, 950.0
+    next_second.created, next_second.msecs = 1_800_000_001.005, 5.0
+    expected = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(1_800_000_000))
+    expected_next = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(1_800_000_001))
+
+    assert format_with(formatter, first).startswith(f"{expected},120 ")
+    assert format_with(formatter, same_second).startswith(f"{expected},950 ")
+    assert format_with(formatter, next_second).startswith(f"{expected_next},005 ")
 
 
 def test_json_output_redacts_message_traceback_and_extra() -> None:

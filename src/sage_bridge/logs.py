@@ -46,10 +46,8 @@ class RedactingFilter(logging.Filter):
     """Mask every registered secret in a record's final message, whatever put it there."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        cleaned = redact(message)
-        if cleaned != message:
-            record.msg, record.args = cleaned, None
+        # The formatted text replaces the template, so the formatter does not format it again.
+        record.msg, record.args = redact(record.getMessage()), None
         return True
 
 
@@ -108,6 +106,15 @@ class TextFormatter(logging.Formatter):
 
     def __init__(self) -> None:
         super().__init__(_TEXT_FORMAT)
+        self._second = -1
+        self._second_text = ""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802 - logging's name
+        # Most lines fall in the same second as the previous one, so its text is reused.
+        second = int(record.created)
+        if second != self._second:
+            self._second, self._second_text = second, time.strftime(self.default_time_format, self.converter(second))
+        return self.default_msec_format % (self._second_text, record.msecs)
 
     def format(self, record: logging.LogRecord) -> str:
         request_id = getattr(record, "request_id", NO_REQUEST)
