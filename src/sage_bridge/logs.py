@@ -26,6 +26,7 @@ REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("sage_bridge_re
 NO_REQUEST = "-"
 REPEAT_INTERVAL = 10.0  # seconds between two lines of the same repeated warning
 
+_TIME_FORMAT = "%Y-%m-%d %H:%M:%S"  # logging's default; the milliseconds follow after a comma
 _TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s%(request_tag)s: %(message)s"
 _NOISY_LIBRARIES = ("aiohttp.access", "httpx", "httpx2", "httpcore", "httpcore2", "openai", "anthropic", "cohere",
                     "watchfiles")
@@ -113,8 +114,8 @@ class TextFormatter(logging.Formatter):
         # Most lines fall in the same second as the previous one, so its text is reused.
         second = int(record.created)
         if second != self._second:
-            self._second, self._second_text = second, time.strftime(self.default_time_format, self.converter(second))
-        return self.default_msec_format % (self._second_text, record.msecs)
+            self._second, self._second_text = second, time.strftime(_TIME_FORMAT, self.converter(second))
+        return f"{self._second_text},{int(record.msecs):03d}"
 
     def format(self, record: logging.LogRecord) -> str:
         request_id = getattr(record, "request_id", NO_REQUEST)
