@@ -132,6 +132,70 @@ def test_text_time_changes_with_the_second() -> None:
     assert format_with(formatter, next_second).startswith(f"{expected_next},005 ")
 
 
+class CountingStream(io.StringIO):
+    """A text stream that counts its write calls."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.writes = 0
+
+    def write(self, text: str) -> int:
+        self.writes += 1
+        return super().write(text)
+
+
+def batching_logger(stream: CountingStream) -> logging.Logger:
+    logger = logging.getLogger("sage_bridge.test_batching")
+    logger.handlers = [build_handler("text", stream)]
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    return logger
+
+
+async def test_loop_info_lines_are_written_together() -> None:
+    stream = CountingStream()
+    logger = batching_logger(stream)
+
+    for n in range(3):
+        logger.info("line %d", n)
+    before = stream.getvalue()
+    await asyncio.sleep(0)
+
+    assert before == ""
+    assert stream.getvalue().count("line ") == 3
+    assert stream.writes == 1
+
+
+async def test_loop_warning_is_written_at_once() -> None:
+    stream = CountingStream()
+    logger = batching_logger(stream)
+
+    logger.info("first")
+    logger.warning("second")
+
+    assert "first" in stream.getvalue()
+    assert stream.getvalue().index("first") < stream.getvalue().index("second")
+
+
+def test_lines_outside_a_loop_are_written_at_once() -> None:
+    stream = CountingStream()
+    logger = batching_logger(stream)
+
+    logger.info("no loop here")
+
+    assert "no loop here" in stream.getvalue()
+
+
+async def test_flush_writes_buffered_lines() -> None:
+    stream = CountingStream()
+    logger = batching_logger(stream)
+
+    logger.info("pending")
+    logger.handlers[0].flush()
+
+    assert "pending" in stream.getvalue()
+
+
 def test_json_output_redacts_message_traceback_and_extra() -> None:
     secret = "sk-json-canary-5f1e2d3c4b"
     register_secret(secret)

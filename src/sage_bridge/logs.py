@@ -8,6 +8,7 @@ so a secret inside a traceback or an `extra` field is masked too.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import json
 import logging
@@ -152,12 +153,68 @@ def _redact_values(entry: dict[str, Any]) -> dict[str, Any]:
     return {name: redact(value) if isinstance(value, str) else value for name, value in entry.items()}
 
 
+class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A stream handler that writes the INFO and DEBUG lines of one event-loop pass at once.
+
+    On the event loop's thread such lines wait in a buffer that a callback, scheduled behind
+    the running ones, writes in one call: a request's line then goes out after its response,
+    and a busy loop makes one write for many requests. WARNING and above, lines from other
+    threads and lines outside a loop are written at once. A SIGKILL loses at most the lines
+    of the pass it interrupts.
+    """
+
+    def __init__(self, stream: Any = None) -> None:
+        super().__init__(stream)
+        self._lines: list[str] = []
+        self._scheduled = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._lines.append(self.format(record) + self.terminator)
+        except Exception:
+            self.handleError(record)
+            return
+        loop = _running_loop()
+        if loop is None or record.levelno >= logging.WARNING:
+            self._write_buffered()
+        elif not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._write_scheduled)
+
+    def flush(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            self._write_buffered()
+            super().flush()
+
+    def _write_scheduled(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            self._scheduled = False
+            self._write_buffered()
+
+    def _write_buffered(self) -> None:
+        if not self._lines:
+            return
+        text, self._lines = "".join(self._lines), []
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except Exception:  # as logging.StreamHandler does: a broken stream must not break the caller
+            self.handleError(logging.makeLogRecord({"msg": "log write failed"}))
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
 def build_handler(fmt: LogFormat | str = "text", stream: Any = None) -> logging.Handler:
     """Return a stream handler (stderr by default) with the daemon's filters and formatter.
 
     `fmt` "json" writes JSON lines; any other value writes text.
     """
-    handler = logging.StreamHandler(stream)
+    handler = BatchingStreamHandler(stream)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     handler.addFilter(RequestIdFilter())
     handler.addFilter(RepeatFilter())
