@@ -101,6 +101,24 @@ def test_surrogate_pair_passes() -> None:
     assert parse_body(b'{"content": "\\ud83d\\ude00"}', LIMITS) == {"content": "\N{GRINNING FACE}"}
 
 
+def test_long_digit_run_in_a_string_passes() -> None:
+    # The run sends the body to the careful parser, which accepts it as it is.
+    data = parse_body(b'{"content": "order 12345678901234567890"}', LIMITS)
+    assert data == {"content": "order 12345678901234567890"}
+
+
+def test_numbers_keep_their_types() -> None:
+    data = parse_body(b'{"n": 1.0, "m": 12, "k": -3e2}', LIMITS)
+    assert isinstance(data, dict)
+    assert type(data["n"]) is float
+    assert type(data["m"]) is int
+    assert data["k"] == -300.0
+
+
+def test_utf16_body_passes() -> None:
+    assert parse_body('{"model": "m"}'.encode("utf-16"), LIMITS) == {"model": "m"}
+
+
 # The caps from bridge.yaml, through the app in process.
 
 

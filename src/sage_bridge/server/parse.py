@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import TypeVar
 
+import orjson
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
@@ -26,6 +27,10 @@ _MAX_INT_DIGITS = 19  # every signed 64-bit integer fits; larger ones fit no pro
 _INT64 = 2**63
 # A \u escape of a UTF-16 surrogate: part of a valid pair, or a lone one that no encoder accepts.
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+# Byte patterns that only the careful parser handles: a run of 19 digits (an integer that may
+# leave the signed 64-bit range) or a surrogate escape.
+_NEEDS_CARE = re.compile(rb"[0-9]{19}|\\u[dD][89a-fA-F]")
+_CAREFUL = object()  # returned by _parse_plain when the careful parser must run
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,35 +58,56 @@ def parse_body(body: bytes, limits: InputLimits = InputLimits()) -> object:
     """Parse a request body and check it against `limits`; raise InvalidRequest if it fails."""
     if not body:
         raise InvalidRequest("the request body is empty; send a JSON object")
+    data = _parse_plain(body)
+    if data is _CAREFUL:
+        data = _parse_carefully(body, limits)
+    check_depth(data, limits.max_json_depth)
+    if isinstance(data, dict):
+        check_messages(data, limits)
+    return data
+
+
+def _parse_plain(body: bytes) -> object:
+    """Parse a body with orjson, or return _CAREFUL when the careful parser must parse it.
+
+    orjson turns integers above 64 bits into floats and reports errors in its own words, so
+    bodies with long digit runs or surrogate escapes, and bodies it rejects, go to the careful
+    parser, which explains each problem.
+    """
+    if _NEEDS_CARE.search(body):
+        return _CAREFUL
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return _CAREFUL
+
+
+def _parse_carefully(body: bytes, limits: InputLimits) -> object:
     try:
         data = json.loads(body, parse_int=_parse_int, parse_float=_parse_float, parse_constant=_reject_constant)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InvalidRequest(f"the request body is not valid JSON: {exc}") from None
     except RecursionError:
         raise _too_deep(limits.max_json_depth) from None
-    check_depth(data, limits.max_json_depth)
     if _SURROGATE_ESCAPE.search(body):
         check_unicode(data)
-    if isinstance(data, dict):
-        check_messages(data, limits)
     return data
 
 
 def check_depth(data: object, max_depth: int) -> None:
     """Raise InvalidRequest when arrays and objects nest more than `max_depth` levels."""
-    # An explicit stack, because a recursive walk would itself hit Python's recursion limit.
-    stack: list[tuple[object, int]] = [(data, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if isinstance(node, dict):
-            children: list[object] = list(node.values())
-        elif isinstance(node, list):
-            children = node
-        else:
-            continue
+    # Level by level, because a recursive walk would itself hit Python's recursion limit.
+    level: list[dict[str, object] | list[object]] = [data] if isinstance(data, (dict, list)) else []
+    depth = 0
+    while level:
+        depth += 1
         if depth > max_depth:
             raise _too_deep(max_depth)
-        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+        children: list[dict[str, object] | list[object]] = []
+        for node in level:
+            values = node.values() if isinstance(node, dict) else node
+            children += [child for child in values if isinstance(child, (dict, list))]
+        level = children
 
 
 def check_unicode(data: object) -> None:
