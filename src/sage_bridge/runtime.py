@@ -13,9 +13,9 @@ import contextlib
 import enum
 import logging
 import time
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from sage_bridge.accounting.budgets import BudgetBook
 from sage_bridge.accounting.ledger import Ledger
@@ -74,6 +74,27 @@ class Registries:
         leases = LeaseIssuer(self.budgets, self.limiters, self.cooldowns)
         accountant = Accountant(self.budgets, self.ledger, self.latency)
         return Router(self.pool, self.limiters, leases, accountant, Planner(self.latency), clock)
+
+
+class GraphLoan:
+    """A `with` block's hold on the current graph; its exit collects a retired graph's last use.
+
+    A plain class rather than a contextlib generator, because every request enters one.
+    """
+
+    __slots__ = ("_graphs", "_collect", "_graph")
+
+    def __init__(self, graphs: GraphsInService, collect: Callable[[RoutingGraph], None]) -> None:
+        self._graphs = graphs
+        self._collect = collect
+
+    def __enter__(self) -> RoutingGraph:
+        self._graph = self._graphs.enter()
+        return self._graph
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._graphs.leave(self._graph):
+            self._collect(self._graph)
 
 
 class GraphsInService:
@@ -182,15 +203,9 @@ class Runtime:
             if self._state is DaemonState.RELOADING:
                 self.move_to(DaemonState.SERVING)
 
-    @contextlib.contextmanager
-    def hold_graph(self) -> Iterator[RoutingGraph]:
+    def hold_graph(self) -> GraphLoan:
         """Lend the current graph to one request from start to end, even across a reload."""
-        graph = self._graphs.enter()
-        try:
-            yield graph
-        finally:
-            if self._graphs.leave(graph):
-                self._schedule_collection(graph)
+        return GraphLoan(self._graphs, self._schedule_collection)
 
     def retired_graphs(self) -> list[tuple[RoutingGraph, int]]:
         """Return each replaced graph that requests still run on, with their number."""

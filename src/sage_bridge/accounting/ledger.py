@@ -103,7 +103,11 @@ class Ledger:
         self._queue: queue.SimpleQueue[_Pending | object] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._closed = False
-        self._pending = 0
+        # Rows handed to the writer, and rows it has finished (committed or failed). Only
+        # record() raises the first and only the writer thread the second, so record() takes
+        # no lock; flush() waits on the condition for the two to meet.
+        self._queued = 0
+        self._finished = 0
         self._idle = threading.Condition()
         self.stats = LedgerStats()
 
@@ -136,8 +140,7 @@ class Ledger:
         values = _row_values(row)
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
-        with self._idle:
-            self._pending += 1
+        self._queued += 1
         self._queue.put(_Pending(values, loop, done))
         await done
 
@@ -147,8 +150,9 @@ class Ledger:
         Blocking is brief: the writer thread needs nothing from the caller's thread to finish.
         """
         with self._idle:
-            if not self._idle.wait_for(lambda: self._pending == 0, timeout):
-                raise TimeoutError(f"{self._pending} ledger rows were still queued after {timeout} s")
+            if not self._idle.wait_for(lambda: self._finished == self._queued, timeout):
+                waiting = self._queued - self._finished
+                raise TimeoutError(f"{waiting} ledger rows were still queued after {timeout} s")
 
     async def close(self) -> None:
         """Commit every queued row, then stop the writer thread. Calling it twice is harmless."""
@@ -238,7 +242,7 @@ class Ledger:
         self.stats.rows += len(batch) - failed
         self.stats.failed_rows += failed
         with self._idle:
-            self._pending -= len(batch)
+            self._finished += len(batch)
             self._idle.notify_all()
         _resolve(list(zip(batch, failures, strict=True)))
 

@@ -4,10 +4,9 @@ fall back, and settle the cost of the attempt that answered."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -45,6 +44,7 @@ from sage_bridge.types import ChatRequest, ChatResult, EmbeddingRequest, Embeddi
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+Settled = TypeVar("Settled", ChatResult, EmbeddingResult)  # results whose usage is settled at once
 Call = Callable[[Provider, Deployment], Awaitable[T]]
 
 __all__ = ["RequestContext", "Router", "StreamAnswer"]
@@ -89,10 +89,7 @@ class Router:
         async def call(provider: Provider, deployment: Deployment) -> ChatResult:
             return await provider.chat(request, deployment.config)
 
-        async with self._request(graph, request.model, ctx, request.output_limit) as run:
-            result, lease = await self._walk(run, call)
-            await self.accountant.settle(ctx, lease, result.usage)
-            return result
+        return await self._admitted(graph, request.model, ctx, request.output_limit, lambda run: self._settled(run, call))
 
     async def embed(self, graph: RoutingGraph, request: EmbeddingRequest, ctx: RequestContext) -> EmbeddingResult:
         ctx.endpoint = "embeddings"
@@ -101,10 +98,7 @@ class Router:
         async def call(provider: Provider, deployment: Deployment) -> EmbeddingResult:
             return await provider.embed(request, deployment.config)
 
-        async with self._request(graph, request.model, ctx, 0) as run:
-            result, lease = await self._walk(run, call)
-            await self.accountant.settle(ctx, lease, result.usage)
-            return result
+        return await self._admitted(graph, request.model, ctx, 0, lambda run: self._settled(run, call))
 
     async def stream(self, graph: RoutingGraph, request: ChatRequest, ctx: RequestContext) -> StreamAnswer:
         """Open a stream on the first target that produces output. A failure before the first
@@ -115,24 +109,32 @@ class Router:
         async def call(provider: Provider, deployment: Deployment) -> StreamAnswer:
             return await open_stream(provider, deployment, request, ctx)
 
-        async with self._request(graph, request.model, ctx, request.output_limit) as run:
+        async def open_answer(run: _Run) -> StreamAnswer:
             answer, lease = await self._walk(run, call)
             # The stream settles the cost and frees the admission slot when its events end.
             answer.bind(lease, self.accountant, run.admission)
             run.admission = None
             return answer
 
-    @contextlib.asynccontextmanager
-    async def _request(self, graph: RoutingGraph, model: str, ctx: RequestContext, output_cap: int | None
-                       ) -> AsyncIterator[_Run]:
-        """Admit the request, check the client's own limit, and record a refused request."""
+        return await self._admitted(graph, request.model, ctx, request.output_limit, open_answer)
+
+    async def _settled(self, run: _Run, call: Call[Settled]) -> Settled:
+        """Walk the plan and settle the cost of the answer that came back."""
+        result, lease = await self._walk(run, call)
+        await self.accountant.settle(run.ctx, lease, result.usage)
+        return result
+
+    async def _admitted(self, graph: RoutingGraph, model: str, ctx: RequestContext, output_cap: int | None,
+                        body: Callable[[_Run], Awaitable[T]]) -> T:
+        """Admit the request, check the client's own limit, run `body`, and record a refused request."""
+        # A plain coroutine rather than an async context manager: every request passes here.
         route = ctx.route = graph.resolve(model)
         limits = graph.loaded.config.limits
         run = _Run(route, ctx, output_cap, request_deadline(route.retry, self.clock.monotonic()), limits.queue_timeout)
         try:
             run.admission = await self.limiters.admission.admit()
             self._check_client_limit(ctx, output_cap)
-            yield run
+            return await body(run)
         except BridgeError as refused:
             if not ctx.cost_settled:
                 outcome: Outcome = "error" if isinstance(refused, (AllTargetsFailed, UpstreamError)) else "rejected"
