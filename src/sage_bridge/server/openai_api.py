@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -63,7 +64,9 @@ def _context(request: web.Request, endpoint: str) -> RequestContext:
 def _json_answer(request: web.Request, ctx: RequestContext, body: dict[str, Any], usage: Usage) -> web.Response:
     response = web.Response(body=dumps(body), content_type="application/json")
     response.headers.update(bridge_headers(ctx))
-    _log_finished(request, ctx, usage)
+    # Counted and logged in a callback that runs after aiohttp has written the response, which
+    # takes this work off the response's path; the callback keeps the request id's context.
+    asyncio.get_running_loop().call_soon(_log_finished, request, ctx, usage)
     return response
 
 
