@@ -135,6 +135,10 @@ class Ledger:
 
         If the caller is cancelled while waiting, the row is still written.
         """
+        await self.submit(row)
+
+    def submit(self, row: LedgerRow) -> asyncio.Future[None]:
+        """Queue one row for the writer; the returned future completes when it has committed."""
         if self._thread is None or self._closed:
             raise RuntimeError("the ledger is not open; call open() first, and record nothing after close()")
         values = _row_values(row)
@@ -142,7 +146,7 @@ class Ledger:
         done: asyncio.Future[None] = loop.create_future()
         self._queued += 1
         self._queue.put(_Pending(values, loop, done))
-        await done
+        return done
 
     def flush(self, timeout: float | None = None) -> None:
         """Block until every queued row has been committed or has failed.

@@ -33,15 +33,17 @@ class Accountant:
                      cancelled: bool = False) -> None:
         """Charge the real usage of the attempt that answered and write the request's row."""
         cost = self._cost(ctx, lease, usage)
-        if failure is None and not cancelled:
+        ctx.cost, ctx.cost_settled = cost, True
+        succeeded = failure is None and not cancelled
+        outcome: Outcome = "ok" if succeeded else "cancelled" if cancelled else "error"
+        # The row goes to the writer thread first, so that it commits while the charges below run.
+        committed = self.ledger.submit(self._row(ctx, outcome, usage, cost, failure.label if failure else None))
+        if succeeded:
             lease.succeed(self.budgets, cost, usage.total_tokens)
             self.latency.record(lease.deployment.name, _latency_seconds(ctx, lease))
-            outcome: Outcome = "ok"
         else:
             lease.cut_short(self.budgets, cost, usage.total_tokens, failure)
-            outcome = "cancelled" if cancelled else "error"
-        ctx.cost, ctx.cost_settled = cost, True
-        await self.ledger.record(self._row(ctx, outcome, usage, cost, failure.label if failure else None))
+        await committed
 
     async def record_refusal(self, ctx: RequestContext, outcome: Outcome, error_kind: str) -> None:
         """Write the row of a request that no deployment answered; it cost nothing."""
