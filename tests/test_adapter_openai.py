@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import subprocess
+import sys
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, cast
 
@@ -472,3 +474,18 @@ async def test_rate_limit_headers_are_reported(provider: OpenAIProvider, openai_
 
     assert result.rate_limits == {"x-ratelimit-remaining-requests": "99"}
     assert first_event.rate_limits == {"x-ratelimit-remaining-requests": "99"}
+
+
+def test_chat_adapter_loads_no_sdk() -> None:
+    # The SDK and httpx2 added about 16 MB to the idle daemon; only an embeddings request loads them.
+    script = (
+        "import sys\n"
+        "from pydantic import SecretStr\n"
+        "from sage_bridge.config.schema import OpenAIProviderConfig\n"
+        "from sage_bridge.providers.openai import OpenAIProvider\n"
+        "OpenAIProvider('p', OpenAIProviderConfig(type='openai', api_key=SecretStr('sk-test')))\n"
+        "print(sorted(name for name in ('openai', 'httpx2') if name in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+
+    assert result.stdout.strip() == "[]"

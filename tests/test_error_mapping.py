@@ -36,6 +36,7 @@ from sage_bridge.errors import ErrorKind, UpstreamError
 from sage_bridge.providers import anthropic as anthropic_adapter
 from sage_bridge.providers import cohere as cohere_adapter
 from sage_bridge.providers import openai as openai_adapter
+from sage_bridge.providers import openai_sdk
 from sage_bridge.providers.base import Provider
 from sage_bridge.providers.errors_map import Failure, kind_for_status, parse_retry_after, to_upstream_error
 from sage_bridge.providers.openai_errors import classify_http_error
@@ -166,7 +167,7 @@ def cohere_classes() -> set[type[BaseException]]:
 
 
 SDKS: list[tuple[str, Callable[[], set[type[BaseException]]], Callable[..., BaseException], Any]] = [
-    ("openai", openai_classes, openai_instance, openai_adapter.classify_error),
+    ("openai", openai_classes, openai_instance, openai_sdk.classify_error),
     ("anthropic", anthropic_classes, anthropic_instance, anthropic_adapter.classify_error),
     ("cohere", cohere_classes, cohere_instance, cohere_adapter.classify_error),
 ]
@@ -275,11 +276,11 @@ def test_proxy_status_error_uses_its_status() -> None:
 @pytest.mark.parametrize(
     ("exc", "classify", "expected"),
     [
-        (openai_instance(openai.RateLimitError), openai_adapter.classify_error, ErrorKind.RATE_LIMITED),
-        (openai_instance(openai.APITimeoutError), openai_adapter.classify_error, ErrorKind.TIMEOUT),
-        (openai_instance(openai.APIConnectionError), openai_adapter.classify_error, ErrorKind.CONNECTION),
-        (openai_instance(openai.AuthenticationError), openai_adapter.classify_error, ErrorKind.AUTH),
-        (openai_instance(openai.ConflictError), openai_adapter.classify_error, ErrorKind.SERVER_ERROR),
+        (openai_instance(openai.RateLimitError), openai_sdk.classify_error, ErrorKind.RATE_LIMITED),
+        (openai_instance(openai.APITimeoutError), openai_sdk.classify_error, ErrorKind.TIMEOUT),
+        (openai_instance(openai.APIConnectionError), openai_sdk.classify_error, ErrorKind.CONNECTION),
+        (openai_instance(openai.AuthenticationError), openai_sdk.classify_error, ErrorKind.AUTH),
+        (openai_instance(openai.ConflictError), openai_sdk.classify_error, ErrorKind.SERVER_ERROR),
         (anthropic_instance(anthropic.OverloadedError), anthropic_adapter.classify_error, ErrorKind.OVERLOADED),
         (anthropic_instance(anthropic.RequestTimeoutError), anthropic_adapter.classify_error, ErrorKind.TIMEOUT),
         (anthropic_instance(anthropic.NotFoundError), anthropic_adapter.classify_error, ErrorKind.NOT_FOUND),

@@ -3,17 +3,17 @@
 The unified types already follow Chat Completions, so requests pass through nearly as sent:
 parameters the bridge does not model are merged into the request body. Streams always ask for
 a usage chunk, and usage is estimated locally when a server sends none. Chat requests go
-through the aiohttp client in openai_http; embeddings use the openai SDK.
+through openai_http; embeddings use the openai SDK (openai_sdk), imported on first use.
 """
 
 from __future__ import annotations
 
+import asyncio
+import importlib
 import logging
+import sys
 from collections.abc import AsyncIterator
-from typing import Any
-
-import httpx2
-import openai
+from typing import TYPE_CHECKING, Any
 
 from sage_bridge.config.schema import DeploymentConfig, OpenAIProviderConfig
 from sage_bridge.errors import ErrorKind, UpstreamError
@@ -29,12 +29,7 @@ from sage_bridge.providers.adapter_common import (
 )
 from sage_bridge.providers.base import Provider
 from sage_bridge.providers.errors_map import Failure, exception_text, scrub_exception, to_upstream_error
-from sage_bridge.providers.openai_errors import (
-    HTTP_ERRORS,
-    SDK_ERRORS,
-    classify_error,
-    classify_http_error,
-)
+from sage_bridge.providers.openai_errors import HTTP_ERRORS, classify_http_error
 from sage_bridge.providers.openai_http import OpenAIHTTPClient, stream_chunks
 from sage_bridge.types import (
     ChatRequest,
@@ -49,7 +44,10 @@ from sage_bridge.types import (
     Usage,
 )
 
-__all__ = ["OpenAIProvider", "classify_error", "classify_http_error", "usage_from_openai"]
+if TYPE_CHECKING:
+    import openai
+
+__all__ = ["OpenAIProvider", "classify_http_error", "usage_from_openai"]
 
 logger = logging.getLogger(__name__)
 
@@ -85,29 +83,21 @@ _SHAPE_ERRORS = (KeyError, TypeError, AttributeError, ValueError)
 class OpenAIProvider(Provider):
     """One OpenAI account or OpenAI-compatible server.
 
-    Chat requests share one pooled aiohttp session, and embeddings share one SDK client.
+    Chat requests share one OpenAIHTTPClient, and embeddings one SDK client, created on the
+    first embeddings request.
     """
 
     type_name = "openai"
 
     def __init__(self, name: str, config: OpenAIProviderConfig) -> None:
         super().__init__(name, config)
+        self._config = config
+        self._key = configured_key(config.api_key)
         self._client: openai.AsyncOpenAI | None = None
-        self._http_client: OpenAIHTTPClient | None = None
-        key = configured_key(config.api_key)
-        if key is not None:
-            self._client = openai.AsyncOpenAI(
-                api_key=key,
-                base_url=config.base_url,
-                organization=config.organization,
-                project=config.project,
-                timeout=httpx2.Timeout(config.read_timeout, connect=config.connect_timeout),
-                max_retries=0,
-            )
-            self._http_client = OpenAIHTTPClient(config, key)
+        self._http_client = OpenAIHTTPClient(config, self._key) if self._key is not None else None
 
     def disabled_reason(self) -> str | None:
-        return None if self._client is not None else missing_key_reason(self.name)
+        return None if self._key is not None else missing_key_reason(self.name)
 
     async def chat(self, request: ChatRequest, deployment: DeploymentConfig) -> ChatResult:
         body = self._chat_arguments(request, deployment, stream=False)
@@ -154,10 +144,13 @@ class OpenAIProvider(Provider):
 
         # encoding_format stays unset, so the SDK requests base64 and decodes it to floats. The
         # server encodes the vectors in whichever format its own client requested.
+        await _load_sdk()
+        from sage_bridge.providers import openai_sdk
+
         try:
             response = await self._sdk().embeddings.create(**arguments)
-        except SDK_ERRORS as exc:
-            raise to_upstream_error(self.name, exc, classify_error) from exc
+        except openai_sdk.SDK_ERRORS as exc:
+            raise to_upstream_error(self.name, exc, openai_sdk.classify_error) from exc
 
         ordered = sorted(response.data, key=lambda item: item.index)
         if response.usage is not None:
@@ -179,8 +172,12 @@ class OpenAIProvider(Provider):
             await self._client.close()
 
     def _sdk(self) -> openai.AsyncOpenAI:
-        if self._client is None:
+        if self._key is None:
             raise Failure(ErrorKind.AUTH, missing_key_reason(self.name)).to_error(self.name)
+        if self._client is None:
+            from sage_bridge.providers import openai_sdk  # loaded by _load_sdk before any call
+
+            self._client = openai_sdk.make_client(self._config, self._key)
         return self._client
 
     def _http(self) -> OpenAIHTTPClient:
@@ -295,6 +292,19 @@ class _StreamState:
             ).to_error(self.provider)
         usage = self.usage if self.usage is not None else estimated_usage(self.request, self.outputs)
         return [StreamEvent(finish_reason=self.finish_reason), StreamEvent(usage=usage)]
+
+
+_SDK_MODULE = "sage_bridge.providers.openai_sdk"
+
+
+async def _load_sdk() -> None:
+    """Import the openai SDK on first use, on a worker thread.
+
+    The import takes about a second, and on the event loop's thread it would stall every
+    request in flight; on a worker thread the loop keeps serving meanwhile.
+    """
+    if _SDK_MODULE not in sys.modules:
+        await asyncio.to_thread(importlib.import_module, _SDK_MODULE)
 
 
 def _tool_call(call: dict[str, Any]) -> ToolCall:

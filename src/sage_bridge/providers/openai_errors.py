@@ -1,10 +1,10 @@
-"""Classification of the OpenAI adapter's failures into Failure objects.
+"""Classification of the OpenAI adapter's chat failures into Failure objects.
 
 Chat requests go through openai_http (its HTTPPool raises aiohttp's exception classes as
-well) and embeddings through the openai SDK, so there are two rule tables:
-`classify_http_error` for aiohttp and openai_http exceptions, `classify_error` for openai SDK
-and httpx2 exceptions. Both read an HTTP error status and a mid-stream error object through
-the same two functions.
+well), so `classify_http_error` covers aiohttp and openai_http exceptions. Embeddings go
+through the openai SDK, whose rule table is in openai_sdk, imported only when embeddings are
+used; both tables read an HTTP error status and a mid-stream error object through
+`status_failure` and `stream_error_failure` here.
 """
 
 from __future__ import annotations
@@ -13,8 +13,6 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import aiohttp
-import httpx2
-import openai
 
 from sage_bridge.errors import ErrorKind
 from sage_bridge.providers.errors_map import (
@@ -28,8 +26,6 @@ from sage_bridge.providers.errors_map import (
     simple_rule as _simple,
 )
 from sage_bridge.providers.openai_http import OpenAIResponseError, OpenAIStatusError, OpenAIStreamError
-
-SDK_ERRORS: tuple[type[BaseException], ...] = (openai.OpenAIError, httpx2.HTTPError)
 
 # Exception classes the aiohttp chat path raises: aiohttp's errors, a timeout outside a socket
 # read, and openai_http's own classes.
@@ -155,60 +151,3 @@ _HTTP_BASE_RULE = (aiohttp.ClientError, _simple(ErrorKind.SERVER_ERROR, "the HTT
 def classify_http_error(exc: BaseException) -> Failure | None:
     """Classify an aiohttp or openai_http exception; None means no rule covers its class."""
     return classify_by_rules(exc, _HTTP_RULES, base=_HTTP_BASE_RULE)
-
-
-# -- the SDK path (embeddings) ------------------------------------------------------------------
-
-
-def _status_failure(exc: openai.APIStatusError) -> Failure:
-    return status_failure(
-        exc.status_code, exc.body, exc.response.headers, message=exc.message, code=exc.code, error_type=exc.type
-    )
-
-
-def _stream_error_failure(exc: openai.APIError) -> Failure:
-    return stream_error_failure(exc.body, message=exc.message, code=exc.code, error_type=exc.type)
-
-
-# Checked in order, so a subclass comes before its base class.
-_RULES: tuple[tuple[type[BaseException], Callable[[Any], Failure]], ...] = (
-    (openai.APITimeoutError, _simple(ErrorKind.TIMEOUT, "the request timed out")),
-    (openai.APIConnectionError, _simple(ErrorKind.CONNECTION, "the connection failed")),
-    (openai.APIResponseValidationError, _simple(ErrorKind.SERVER_ERROR, "the response did not match the API schema")),
-    (openai.APIStatusError, _status_failure),
-    (openai.APIError, _stream_error_failure),
-    (openai.LengthFinishReasonError, _simple(ErrorKind.INVALID_REQUEST, "the output limit cut the response")),
-    (openai.ContentFilterFinishReasonError, _simple(ErrorKind.CONTENT_POLICY, "the content filter stopped the response")),
-    (openai.WebSocketConnectionClosedError, _simple(ErrorKind.CONNECTION, "the websocket closed")),
-    (openai.WebSocketQueueFullError, _simple(ErrorKind.OVERLOADED, "the websocket send queue is full")),
-    (openai.InvalidWebhookSignatureError, _simple(ErrorKind.AUTH, "the webhook signature is invalid")),
-    (httpx2.TimeoutException, _simple(ErrorKind.TIMEOUT, "the request timed out")),
-    (httpx2.TransportError, _simple(ErrorKind.CONNECTION, "the connection failed")),
-    (httpx2.HTTPError, _simple(ErrorKind.SERVER_ERROR, "the response could not be read")),
-)
-
-
-# Classes the SDK does not export, matched by name so that a moved private module cannot
-# break the import of this adapter. All of them report misuse of the SDK or its credentials.
-_PRIVATE_RULES: dict[str, Callable[[Any], Failure]] = {
-    "SubjectTokenProviderError": _simple(ErrorKind.AUTH, "the credential provider failed"),
-    "MutuallyExclusiveAuthError": _simple(ErrorKind.AUTH, "the client was given two kinds of credentials"),
-    "StreamAlreadyConsumed": _simple(ErrorKind.SERVER_ERROR, "the response stream was read twice"),
-    "APIRemovedInV1": _simple(ErrorKind.SERVER_ERROR, "a removed SDK interface was called"),
-    "_AmbiguousModuleClientUsageError": _simple(ErrorKind.SERVER_ERROR, "the module-level client was misused"),
-    "MissingDependencyError": _simple(ErrorKind.SERVER_ERROR, "an optional SDK dependency is missing"),
-    # Helpers of the SDK's agents library, which chat and embedding calls never reach.
-    "AgentOutputParseError": _simple(ErrorKind.SERVER_ERROR, "an agent helper failed"),
-    "AgentTurnResultError": _simple(ErrorKind.SERVER_ERROR, "an agent helper failed"),
-    "AgentFileStagingError": _simple(ErrorKind.SERVER_ERROR, "an agent helper failed"),
-    "AgentFilePreparationError": _simple(ErrorKind.SERVER_ERROR, "an agent helper failed"),
-}
-
-
-# The SDK raises its bare base class for client-side problems, such as a missing key.
-_BASE_RULE = (openai.OpenAIError, _simple(ErrorKind.SERVER_ERROR, "the SDK reported an error"))
-
-
-def classify_error(exc: BaseException) -> Failure | None:
-    """Classify an openai SDK or httpx2 exception; None means no rule covers its class."""
-    return classify_by_rules(exc, _RULES, _PRIVATE_RULES, base=_BASE_RULE)
