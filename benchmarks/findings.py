@@ -29,7 +29,8 @@ def _sdk_findings(results: dict[str, Any]) -> list[str]:
     lines = [
         f"The openai SDK client alone, in its own process with only the mock beside it, reaches {ceiling:,.0f} "
         f"req/s at concurrency 32, {ceiling / bare:.2f} of the bare proxy's {bare:,.0f} req/s. That is why chat "
-        f"now goes to OpenAI-compatible upstreams over aiohttp: the bridge reached {bridge:,.0f} req/s, "
+        f"to OpenAI-compatible upstreams no longer goes through the SDK: whole answers use an httptools "
+        f"connection pool and streams use aiohttp, and the bridge reached {bridge:,.0f} req/s, "
         f"{bridge / bare:.2f} of the bare proxy, with every feature on.",
     ]
 
