@@ -18,6 +18,10 @@ def standing_notes(results: dict[str, Any]) -> list[str]:
         "(p50 7.1 ms) and added about 0.5 ms at concurrency 1; LiteLLM 1.110 (one worker) served about "
         "122 req/s at concurrency 32 (p50 251 ms), added about 7.5 ms at concurrency 1 and held 380 MB. "
         "The targets are checked only against ratios measured within this run.",
+        "The bridge runs on uvloop, its default; the bare proxy and LiteLLM run as they ship (the bare proxy on "
+        "asyncio's own loop). With the bridge on asyncio's loop as well (`SAGE_BRIDGE_EVENT_LOOP=asyncio make "
+        "bench`), a separate check on 2026-12-04 measured 0.61x the bare proxy's throughput at concurrency 32 "
+        "and 1.85x its added latency at concurrency 1, so the targets do not depend on uvloop.",
         "matplotlib and py-spy are benchmark-only packages (the `bench` extra); the daemon never imports them.",
         "The load generator is Python (aiohttp client, one process, keep-alive); it spends CPU on the same "
         "2 cores as the servers, which caps the fastest paths (the mock and the bare proxy) more than the bridge.",

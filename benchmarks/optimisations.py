@@ -1,11 +1,13 @@
 """The record of optimisations to the request path, each with its effect as measured at the time.
 
 The first four entries compare the `benchmarks.run_all` sweep before the change with the one after
-it, on the 2-core benchmark machine: full-feature throughput at concurrency 32 and added latency at
-concurrency 1, each next to the bare proxy of the same run. The later entries compare two builds of
-the bridge, before and after the change, started side by side with every feature on and loaded in
-turn (3 or 4 runs of 3 s each): main-thread CPU per request at concurrency 32 (from /proc, so
-independent of the load generator's share of the machine) and median latency at concurrency 1.
+it, on the 2-core benchmark machine. Their figures are full-feature throughput at concurrency 32
+and added latency at concurrency 1, each next to the bare proxy of the same run.
+
+The later entries compare two builds of the bridge, before and after the change. Both were
+started side by side with every feature on and loaded in turn, 3 or 4 runs of 3 s each. Their
+figures are main-thread CPU per request at concurrency 32, read from /proc so that the load
+generator's share of the machine does not count, and median latency at concurrency 1.
 """
 
 from __future__ import annotations
