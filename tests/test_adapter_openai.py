@@ -17,7 +17,7 @@ from sage_bridge.config.schema import DeploymentConfig, OpenAIProviderConfig
 from sage_bridge.errors import ErrorKind, InvalidRequest, UpstreamError
 from sage_bridge.providers.adapter_common import PLACEHOLDER_KEY
 from sage_bridge.providers.openai import OpenAIProvider
-from sage_bridge.providers.openai_http import SSEDecoder, client_timeout
+from sage_bridge.providers.openai_http import USER_AGENT, SSEDecoder, client_timeout
 from sage_bridge.types import ChatRequest, EmbeddingRequest, StreamEvent
 from tests.mocks import assemble, openai_upstream, token_fields  # noqa: F401  (fixture)
 from tests.mocks.base import SSE, Reply, Scripted, ToolCallSpec
@@ -463,6 +463,16 @@ async def test_request_headers_name_organization_and_project(openai_upstream: Op
     assert openai_upstream.last.headers["OpenAI-Organization"] == "org-mock"
     assert openai_upstream.last.headers["OpenAI-Project"] == "proj-mock"
     assert openai_upstream.last.headers["Content-Type"] == "application/json"
+
+
+async def test_chat_and_stream_send_the_bridge_user_agent(provider: OpenAIProvider, openai_upstream: OpenAIMock) -> None:
+    await provider.chat(chat_request(), DEPLOYMENT)
+    await collect(provider, chat_request())
+
+    chat, stream = openai_upstream.requests
+    assert chat.headers["User-Agent"] == USER_AGENT
+    assert stream.headers["User-Agent"] == USER_AGENT
+    assert USER_AGENT.startswith("sage-model-bridge/")
 
 
 async def test_rate_limit_headers_are_reported(provider: OpenAIProvider, openai_upstream: OpenAIMock) -> None:

@@ -266,6 +266,8 @@ async def test_refused_connection_is_a_connection_failure() -> None:
     failure = classify_http_error(caught.value)
     assert failure is not None
     assert failure.kind is ErrorKind.CONNECTION
+    assert str(caught.value).count("Errno") == 1
+    assert str(caught.value).endswith(": Connection refused")
 
 
 @pytest.mark.parametrize("url", ["ftp://127.0.0.1/x", "http:///nohost", "http://127.0.0.1:99999/x"])

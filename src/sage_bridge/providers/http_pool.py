@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import os
 import ssl
 import zlib
 from dataclasses import dataclass
@@ -137,7 +138,9 @@ class HTTPPool:
                 f"connecting to {target.host}:{target.port} took longer than {self.connect_timeout} s"
             ) from None
         except OSError as exc:
-            raise aiohttp.ClientOSError(exc.errno, f"cannot connect to {target.host}:{target.port}: {exc}") from exc
+            # ClientOSError prints the errno itself, so the message carries only its meaning.
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            raise aiohttp.ClientOSError(exc.errno, f"cannot connect to {target.host}:{target.port}: {reason}") from exc
         # uvloop may call connection_made after create_connection returns; the transport is known now.
         connection.attach(transport)
         self.connections_opened += 1

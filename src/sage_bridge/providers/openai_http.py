@@ -11,6 +11,7 @@ openai_errors maps onto UpstreamError.
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import logging
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -25,7 +26,16 @@ from sage_bridge.providers.http_pool import HTTPPool
 
 logger = logging.getLogger(__name__)
 
+
+def _package_version() -> str:
+    try:
+        return importlib.metadata.version("sage-model-bridge")
+    except importlib.metadata.PackageNotFoundError:  # running from a source tree that was not installed
+        return "dev"
+
+
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
+USER_AGENT = f"sage-model-bridge/{_package_version()}"
 
 # Concurrent connections to one upstream host. Requests beyond it wait for a free connection,
 # so it is set well above the concurrency a single bridge serves.
@@ -64,7 +74,8 @@ def client_timeout(config: OpenAIProviderConfig) -> aiohttp.ClientTimeout:
 
 
 def request_headers(config: OpenAIProviderConfig, key: str) -> dict[str, str]:
-    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json", "Accept": "application/json"}
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json", "Accept": "application/json",
+               "User-Agent": USER_AGENT}
     if config.organization:
         headers["OpenAI-Organization"] = config.organization
     if config.project:
