@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from sage_bridge.cli.main import build_parser
 from tests.harness import REPO, Daemon
 
 BRIDGECTL = [sys.executable, "-m", "sage_bridge.cli.main"]
@@ -39,6 +40,17 @@ def test_socket_from_environment_variable(local_daemon: Daemon) -> None:
     result = bridgectl("status", "--json", env={"SAGE_BRIDGE_SOCKET": str(local_daemon.socket)})
     assert result.returncode == 0
     assert json.loads(result.stdout)["state"] == "serving"
+
+
+def test_socket_after_the_command(local_daemon: Daemon) -> None:
+    result = bridgectl("status", "--json", "--socket", str(local_daemon.socket))
+    assert result.returncode == 0
+    assert json.loads(result.stdout)["state"] == "serving"
+
+
+def test_socket_before_the_command_is_kept() -> None:
+    args = build_parser().parse_args(["--socket", "/tmp/first.sock", "status"])
+    assert args.socket == "/tmp/first.sock"
 
 
 def test_chat_streams_answer(local_daemon: Daemon) -> None:

@@ -18,9 +18,12 @@ from sage_bridge.cli.render import make_console, status_view, watch_status
 from sage_bridge.config.settings import socket_from_environment
 
 
+SOCKET_HELP = "the daemon's Unix socket (default: $SAGE_BRIDGE_SOCKET, else the daemon's default)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bridgectl", description="Inspect and talk to a running bridged.")
-    parser.add_argument("--socket", help="the daemon's Unix socket (default: $SAGE_BRIDGE_SOCKET, else the daemon's default)")
+    parser.add_argument("--socket", help=SOCKET_HELP)
     commands = parser.add_subparsers(dest="command", required=True)
 
     status = commands.add_parser("status", help="show health, routes, deployments, budgets, limits and cooldowns")
@@ -39,6 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     reload = commands.add_parser("reload", help="reload bridge.yaml and its included files; exit 1 if rejected")
     reload.add_argument("--json", action="store_true", help="print the outcome as JSON")
+
+    # --socket also works after the command name; SUPPRESS keeps a value given before it.
+    for command in commands.choices.values():
+        command.add_argument("--socket", default=argparse.SUPPRESS, help=SOCKET_HELP)
     return parser
 
 
