@@ -17,6 +17,7 @@ class RequestContext:
     endpoint: str = "chat"
     started: float = field(default_factory=time.perf_counter)
     upstream_seconds: float = 0.0  # time spent waiting on deployments, excluded from overhead
+    client_seconds: float = 0.0  # time spent writing a stream to its client, excluded from overhead
     failures: list[Attempt] = field(default_factory=list)
     route: Route | None = None
     deployment: Deployment | None = None
@@ -35,7 +36,7 @@ class RequestContext:
         return (time.perf_counter() - self.started) * 1000
 
     def overhead_ms(self) -> float:
-        return max(0.0, (time.perf_counter() - self.started - self.upstream_seconds) * 1000)
+        return max(0.0, (time.perf_counter() - self.started - self.upstream_seconds - self.client_seconds) * 1000)
 
     def skip(self, deployment: Deployment, kind: str, message: str) -> None:
         """Note a target the plan passed over without calling it."""

@@ -85,7 +85,10 @@ async def _stream(request: web.Request, chat: ChatRequest, ctx: RequestContext, 
                 continue
             data = writer.event(event)
             if data:
+                # A slow reader holds this write back; that wait is the client's, not the bridge's.
+                started = time.perf_counter()
                 await response.write(data)
+                ctx.client_seconds += time.perf_counter() - started
         await response.write(writer.usage(usage) + DONE)
         _log_finished(request, ctx, usage)
     except BridgeError as exc:
