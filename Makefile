@@ -10,7 +10,7 @@ test:  ## run the whole test suite
 setup:  ## only create or update .venv
 	@scripts/dev.sh setup
 
-bench:  ## run every benchmark scenario and rewrite docs/benchmarks.md (about 20 minutes)
+bench:  ## run every benchmark scenario and rewrite docs/benchmarks.md (10 to 20 minutes)
 	@scripts/dev.sh setup
 	@.venv/bin/python -m pip install --quiet -e '.[test,bench]'
 	@.venv/bin/python -m benchmarks.run_all $(ARGS)

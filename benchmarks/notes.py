@@ -15,7 +15,8 @@ def standing_notes(results: dict[str, Any]) -> list[str]:
         "`LITELLM_LOCAL_MODEL_COST_MAP=True` and telemetry off, so it makes no outbound calls.",
         "Reference figures from the team, measured on these 2-core machines on 2026-12-04 with the same mock "
         "and load generator (not from this run): the bare proxy served about 4,450 req/s at concurrency 32 "
-        "(p50 7.1 ms) and added about 0.5 ms at concurrency 1; LiteLLM 1.110 (one worker) served about "
+        "(p50 7.1 ms) and added about 0.5 ms at concurrency 1; LiteLLM 1.110 (one worker; this run's version is "
+        "under Setup) served about "
         "122 req/s at concurrency 32 (p50 251 ms), added about 7.5 ms at concurrency 1 and held 380 MB. "
         "The targets are checked only against ratios measured within this run.",
         "The bridge runs on uvloop, its default; the bare proxy and LiteLLM run as they ship (the bare proxy on "

@@ -145,10 +145,11 @@ def _sdk_client(results: dict[str, Any]) -> list[str]:
     return [
         "### The upstream client alone",
         "",
-        "The bridge's `openai` provider calls upstreams through `openai.AsyncOpenAI` (httpx2 underneath). Here that "
-        "client runs alone in its own process against the mock, next to the aiohttp load generator on the same "
-        "path. Its request rate at concurrency 32 is a ceiling for the bridge on this machine, whatever the rest "
-        "of the bridge costs.",
+        "The bridge's `openai` provider first sent chat through `openai.AsyncOpenAI` (httpx2 underneath), and still "
+        "sends embeddings through it. Here that client runs alone in its own process against the mock, next to the "
+        "aiohttp load generator on the same path. Its request rate at concurrency 32 capped chat through the SDK "
+        "on this machine, whatever the rest of the bridge cost, which is why chat now uses the bridge's own "
+        "HTTP clients.",
         "",
         *_table(["body", "concurrency", "aiohttp client req/s", "aiohttp p50 ms", "openai SDK req/s", "openai SDK p50 ms",
                  "SDK errors"], rows),

@@ -1,6 +1,6 @@
 """Run every benchmark scenario in one go and write docs/benchmarks.md.
 
-    .venv/bin/python -m benchmarks.run_all            # full run: about 20 minutes on 2 cores
+    .venv/bin/python -m benchmarks.run_all            # full run: 10 to 20 minutes on 2 cores
     .venv/bin/python -m benchmarks.run_all --quick    # one short repeat of everything: about 4 minutes
 
 Everything listens on 127.0.0.1 or on Unix sockets under /tmp, and every load stops by itself.
@@ -47,6 +47,11 @@ from benchmarks.targets import FULL
 SCENARIOS = ("sweep", "memory", "reload", "profile", "local")
 
 
+DEFAULT_DOC = REPO / "docs" / "benchmarks.md"
+DEFAULT_RESULTS = REPO / "benchmarks" / "results" / "latest.json"
+SCRATCH_DIR = REPO / "benchmarks" / "results" / "scratch"
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description="Run the bridge benchmarks and write docs/benchmarks.md.")
     parser.add_argument("--quick", action="store_true", help="one repeat of 2 s per point, 5,000-request soak, 2 local runs")
@@ -57,9 +62,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--local-max-tokens", type=int, default=128, help="max_tokens of each local generation")
     parser.add_argument("--only", nargs="+", choices=SCENARIOS, help="run only these scenarios")
     parser.add_argument("--no-litellm", action="store_true", help="leave LiteLLM out even when its venv exists")
-    parser.add_argument("--doc", type=Path, default=REPO / "docs" / "benchmarks.md", help="Markdown report to write")
-    parser.add_argument("--results", type=Path, default=REPO / "benchmarks" / "results" / "latest.json",
-                        help="raw results to write as JSON")
+    parser.add_argument("--doc", type=Path, default=DEFAULT_DOC,
+                        help="Markdown report to write (a partial run without --update writes to benchmarks/results/scratch/)")
+    parser.add_argument("--results", type=Path, default=DEFAULT_RESULTS, help="raw results to write as JSON")
     parser.add_argument("--report-only", type=Path, metavar="RESULTS_JSON", help="rewrite the report from saved results")
     parser.add_argument("--update", type=Path, metavar="RESULTS_JSON",
                         help="start from saved results and replace only the scenarios this run measures (see --only)")
@@ -253,8 +258,20 @@ def write_outputs(results: dict[str, Any], doc: Path, results_path: Path) -> Non
     print(f"wrote {doc}", flush=True)
 
 
+def _keep_committed_report(args: argparse.Namespace) -> None:
+    """Send a partial run's outputs (--only or --quick without --update) to a scratch folder, so
+    that they do not replace the committed report with one that lacks scenarios or repeats."""
+    partial = bool(args.only or args.quick) and not args.update and not args.report_only
+    if partial and args.doc == DEFAULT_DOC and args.results == DEFAULT_RESULTS:
+        args.doc = SCRATCH_DIR / "benchmarks.md"
+        args.results = SCRATCH_DIR / "results.json"
+        print(f"partial run: writing {args.doc} and {args.results}; to merge it into the committed report, "
+              f"run with --update {DEFAULT_RESULTS.relative_to(REPO)}", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    _keep_committed_report(args)
     if args.report_only:
         results = _previous_results(args.report_only)
     else:
