@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -99,6 +100,7 @@ async def test_auth_error_cools_the_deployment_down(tmp_path: Path, mocks: tuple
     assert primary.calls == 1
     assert backup.calls == 2
     assert [failure.kind for failure in ctx.failures] == ["cooling_down"]
+    assert re.search(r"cooling down after repeated failures, for \d+ s more", ctx.failures[0].message)
     assert states["primary"] == "open"
 
 

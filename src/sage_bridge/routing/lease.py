@@ -14,7 +14,7 @@ from sage_bridge.accounting.cost import worst_case_cost
 from sage_bridge.accounting.spend import request_scopes
 from sage_bridge.errors import ErrorKind
 from sage_bridge.graph.model import Deployment, Route
-from sage_bridge.limits.cooldown import CooldownRegistry, TrackedAttempt
+from sage_bridge.limits.cooldown import CooldownRegistry, DeploymentCooldown, TrackedAttempt
 from sage_bridge.limits.limiter import Permit
 from sage_bridge.limits.registry import LimiterRegistry
 from sage_bridge.routing.context import RequestContext
@@ -83,7 +83,7 @@ class LeaseIssuer:
         cooldown = self.cooldowns.get(deployment.name)
         limiter = self.limiters.deployment(deployment.name)
         if not cooldown.is_available():
-            raise Skip("cooling_down", f"deployment {deployment.name} is cooling down after repeated failures")
+            raise Skip("cooling_down", _cooling_down_message(deployment, cooldown))
         if not limiter.has_capacity(tokens):
             raise Skip("rate_limited_locally", f"deployment {deployment.name} is at its rate limit")
 
@@ -113,14 +113,23 @@ class LeaseIssuer:
             permit = permit or self.limiters.deployment(deployment.name).try_acquire(tokens)
             if permit is None:
                 raise Skip("rate_limited_locally", f"deployment {deployment.name} is at its rate limit")
-            ticket = self.cooldowns.get(deployment.name).begin_attempt()
+            cooldown = self.cooldowns.get(deployment.name)
+            ticket = cooldown.begin_attempt()
             if ticket is None:
                 permit.release()
-                raise Skip("cooling_down", f"deployment {deployment.name} is cooling down after repeated failures")
+                raise Skip("cooling_down", _cooling_down_message(deployment, cooldown))
         except BaseException:
             self.budgets.release(reservation)
             raise
         return Lease(deployment, reservation, permit, ticket, time.perf_counter())
+
+
+def _cooling_down_message(deployment: Deployment, cooldown: DeploymentCooldown) -> str:
+    remaining = cooldown.status().cooldown_remaining
+    if remaining > 0:
+        return f"deployment {deployment.name} is cooling down after repeated failures, for {remaining:.0f} s more"
+    # The cooldown is over and its single probe request is still running.
+    return f"deployment {deployment.name} is cooling down after repeated failures; a probe request is checking it"
 
 
 __all__ = ["Lease", "LeaseIssuer", "OverBudget", "Skip"]
