@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import shutil
+import ssl
+import subprocess
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import aiohttp
 import pytest
@@ -284,3 +288,34 @@ def test_target_keeps_path_query_and_host_port() -> None:
     assert target.path == "/v1/chat?x=1"
     assert target.host_header == "api.example.test:8443"
     assert target.scheme == "https"
+
+
+@pytest.fixture
+def self_signed(tmp_path: Path) -> tuple[Path, Path]:
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is not installed; it makes the test certificate")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert),
+                    "-days", "1", "-subj", "/CN=127.0.0.1"], check=True, capture_output=True)
+    return cert, key
+
+
+async def test_https_checks_the_certificate(self_signed: tuple[Path, Path]) -> None:
+    # A self-signed certificate is not in the system's trust store, so the handshake must fail.
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(*self_signed)
+    server = await asyncio.start_server(lambda reader, writer: None, "127.0.0.1", 0, ssl=server_context)
+    port = server.sockets[0].getsockname()[1]
+    pool = make_pool(f"https://127.0.0.1:{port}/chat")
+
+    for _ in range(2):
+        with pytest.raises(aiohttp.ClientOSError, match="certificate verify failed") as caught:
+            await pool.post(b"{}")
+    first_context = pool._tls
+    server.close()
+
+    failure = classify_http_error(caught.value)
+    assert failure is not None
+    assert failure.kind is ErrorKind.CONNECTION
+    assert first_context is not None
+    assert pool._tls is first_context  # one TLS context serves every connection
