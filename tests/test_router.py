@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from sage_bridge.errors import AllTargetsFailed, ErrorKind, UnsupportedParameter, UpstreamError
+from sage_bridge.errors import AllTargetsFailed, AllTargetsRateLimited, ErrorKind, UnsupportedParameter, UpstreamError
 from tests.mocks.base import Reply
 from tests.mocks.openai_mock import OpenAIMock, openai_error
 from tests.routing_env import RETRY_POLICIES, RecordingClock, chat, context, local_deployment, openai_providers, runtime_for
@@ -126,6 +126,32 @@ async def test_all_targets_failing_lists_attempts(tmp_path: Path, mocks: tuple[O
             await runtime.router.chat(runtime.graph, chat("chat"), context())
     attempts = caught.value.body()["error"]["attempts"]
     assert [(a["deployment"], a["kind"]) for a in attempts] == [("primary", "server_error"), ("backup", "permission")]
+    assert caught.value.status == 502
+
+
+async def test_all_targets_rate_limited_is_429(tmp_path: Path, mocks: tuple[OpenAIMock, OpenAIMock]) -> None:
+    primary, backup = mocks
+    primary.enqueue(openai_error(429, "slow down", error_type="requests", headers={"retry-after": "7"}))
+    backup.enqueue(openai_error(429, "slow down", error_type="tokens", headers={"retry-after": "3"}))
+    async with runtime_for(tmp_path, two_targets(mocks, ", retry: none"), RecordingClock()) as runtime:
+        with pytest.raises(AllTargetsRateLimited) as caught:
+            await runtime.router.chat(runtime.graph, chat("chat"), context())
+    attempts = caught.value.body()["error"]["attempts"]
+    assert caught.value.status == 429
+    assert caught.value.code == "rate_limit_exceeded"
+    assert caught.value.headers() == {"Retry-After": "3"}
+    assert [(a["deployment"], a["kind"]) for a in attempts] == [("primary", "rate_limited"), ("backup", "rate_limited")]
+    assert "retry in 3 s" in caught.value.message
+
+
+async def test_rate_limit_beside_other_failure_is_502(tmp_path: Path, mocks: tuple[OpenAIMock, OpenAIMock]) -> None:
+    primary, backup = mocks
+    primary.enqueue(openai_error(429, "slow down", error_type="requests", headers={"retry-after": "7"}))
+    backup.enqueue(openai_error(500, "boom", error_type="server_error"))
+    async with runtime_for(tmp_path, two_targets(mocks, ", retry: none"), RecordingClock()) as runtime:
+        with pytest.raises(AllTargetsFailed) as caught:
+            await runtime.router.chat(runtime.graph, chat("chat"), context())
+    assert not isinstance(caught.value, AllTargetsRateLimited)
     assert caught.value.status == 502
 
 

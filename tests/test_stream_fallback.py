@@ -1,4 +1,5 @@
-"""Streams on the real daemon: fallback before the first delta, an error event after it."""
+"""Streams on the real daemon: fallback before the first delta, an error event after it, and the
+status a client gets when every target fails."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx2
+import openai
 import pytest
 
 from tests.conftest import SpawnDaemon
@@ -92,3 +94,21 @@ async def test_every_target_failing_before_output_is_json_error(spawn_daemon: Sp
     assert status == 502
     assert [a["deployment"] for a in body["error"]["attempts"]] == ["primary", "backup"]
     assert body["error"]["code"] == "all_targets_failed"
+
+
+async def test_every_target_rate_limited_is_429_to_the_client(spawn_daemon: SpawnDaemon,
+                                                            mocks: tuple[OpenAIMock, OpenAIMock]) -> None:
+    primary, backup = mocks
+    for mock, wait in ((primary, "9"), (backup, "2")):
+        mock.enqueue(Scripted(status=429, headers={"retry-after": wait}, body={
+            "error": {"message": "slow down", "type": "requests", "param": None, "code": "rate_limit_exceeded"}}))
+    daemon = start(spawn_daemon, mocks)
+
+    with pytest.raises(openai.RateLimitError) as caught:
+        await daemon.async_openai_client().chat.completions.create(
+            model="chat", messages=[{"role": "user", "content": "Hi"}])
+
+    assert caught.value.status_code == 429
+    assert caught.value.response.headers["retry-after"] == "2"
+    assert caught.value.code == "rate_limit_exceeded"
+    assert "rate limited upstream" in caught.value.message

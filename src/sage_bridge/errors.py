@@ -140,8 +140,13 @@ class _RetryLater(RequestError):
         self.retry_after = retry_after
 
     def headers(self) -> dict[str, str]:
-        # Retry-After takes whole seconds; round up so a client never comes back too early.
-        return {"Retry-After": str(max(1, int(-(-self.retry_after // 1))))}
+        return retry_after_header(self.retry_after)
+
+
+def retry_after_header(seconds: float) -> dict[str, str]:
+    """Return a Retry-After header for `seconds`."""
+    # Retry-After takes whole seconds; round up so a client never comes back too early.
+    return {"Retry-After": str(max(1, int(-(-seconds // 1))))}
 
 
 class BudgetExceeded(_RetryLater):
@@ -195,6 +200,7 @@ class Attempt:
     deployment: str
     kind: str
     message: str
+    retry_after: float | None = None  # seconds from the upstream's Retry-After header, if it sent one
 
 
 class AllTargetsFailed(BridgeError):
@@ -215,6 +221,28 @@ class AllTargetsFailed(BridgeError):
             {"deployment": a.deployment, "kind": a.kind, "message": redact(a.message)} for a in self.attempts
         ]
         return body
+
+
+class AllTargetsRateLimited(AllTargetsFailed):
+    """Raised when every target that was called rejected the request with a rate limit.
+
+    The client gets 429 with the shortest Retry-After an upstream sent, as from OpenAI itself,
+    so that its client library backs off instead of treating the failure as a server error.
+    """
+
+    status = 429
+    error_type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+    def __init__(self, route: str, attempts: list[Attempt], retry_after: float | None) -> None:
+        super().__init__(route, attempts)
+        summary = "; ".join(f"{a.deployment}: {a.kind}" for a in attempts)
+        wait = f"; retry in {retry_after:.0f} s" if retry_after is not None else ""
+        self.message = redact(f'every target of route "{route}" is rate limited upstream ({summary}){wait}')
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return retry_after_header(self.retry_after) if self.retry_after is not None else {}
 
 
 class ConfigError(Exception):

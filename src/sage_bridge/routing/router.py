@@ -16,6 +16,7 @@ from sage_bridge.accounting.cost import estimate_embedding_tokens, estimate_prom
 from sage_bridge.errors import (
     Action,
     AllTargetsFailed,
+    AllTargetsRateLimited,
     Attempt,
     BridgeError,
     ContextLengthExceeded,
@@ -277,7 +278,8 @@ class Router:
         log.info("request %s: skipping %s: %s", ctx.request_id, deployment.name, skip.message)
 
     def _record_failure(self, ctx: RequestContext, deployment: Deployment, failure: BridgeError, kind: ErrorKind) -> None:
-        ctx.failures.append(Attempt(deployment.name, kind.label, failure.message))
+        retry_after = failure.retry_after if isinstance(failure, UpstreamError) else None
+        ctx.failures.append(Attempt(deployment.name, kind.label, failure.message, retry_after))
         log.warning("request %s: deployment %s failed (%s): %s", ctx.request_id, deployment.name, kind.label, failure.message)
 
     def _final_error(self, run: _Run) -> BridgeError:
@@ -290,4 +292,8 @@ class Router:
         if run.unsupported is not None and all(f.kind in SKIP_KINDS for f in failures):
             # Nothing failed upstream: no target can honour the request as sent, so say why.
             return run.unsupported
+        called = [f for f in failures if f.kind not in SKIP_KINDS]
+        if called and all(f.kind == ErrorKind.RATE_LIMITED.label for f in called):
+            waits = [f.retry_after for f in called if f.retry_after is not None]
+            return AllTargetsRateLimited(run.route.name, failures, min(waits) if waits else None)
         return AllTargetsFailed(run.route.name, failures)
