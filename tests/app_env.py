@@ -10,7 +10,7 @@ import contextlib
 import json
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,20 +68,27 @@ class Upstream:
 
 
 @contextlib.asynccontextmanager
-async def serve_upstream(mode: str = "ok") -> AsyncIterator[Upstream]:
-    upstream = Upstream(mode)
+async def serve_post(path: str, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> AsyncIterator[str]:
+    """Serve `handler` for POSTs to `path` on 127.0.0.1; yield the server's "http://127.0.0.1:PORT"."""
     app = web.Application()
-    app.router.add_post("/v1/chat/completions", upstream.chat)
+    app.router.add_post(path, handler)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    upstream.base_url = f"http://127.0.0.1:{port}/v1"
     try:
-        yield upstream
+        yield f"http://127.0.0.1:{port}"
     finally:
         await runner.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def serve_upstream(mode: str = "ok") -> AsyncIterator[Upstream]:
+    upstream = Upstream(mode)
+    async with serve_post("/v1/chat/completions", upstream.chat) as origin:
+        upstream.base_url = f"{origin}/v1"
+        yield upstream
 
 
 def cloud_config(base_url: str, api_key: str = "sk-test-0123456789", server: str = "", extra: str = "") -> str:

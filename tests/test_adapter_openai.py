@@ -257,7 +257,7 @@ async def test_no_retries_inside_the_sdk(provider: OpenAIProvider, openai_upstre
 
 
 async def test_client_is_pooled_across_requests(provider: OpenAIProvider, openai_upstream: OpenAIMock) -> None:
-    # Whole answers and streams have a pool each; every request reuses its pool's connection.
+    # Non-streamed requests and streams have a pool each, and each request reuses its pool's connection.
     await provider.chat(chat_request(), DEPLOYMENT)
     await collect(provider, chat_request())
     await provider.chat(chat_request(), DEPLOYMENT)

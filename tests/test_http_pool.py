@@ -18,6 +18,7 @@ from aiohttp import web
 from sage_bridge.errors import ErrorKind
 from sage_bridge.providers.http_pool import HTTPPool, Reply, Target
 from sage_bridge.providers.openai_errors import classify_http_error
+from tests.app_env import serve_post
 
 RawHandler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -43,16 +44,9 @@ class Upstream:
 @pytest.fixture
 async def upstream() -> AsyncIterator[Upstream]:
     server = Upstream()
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", server.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    server.url = f"http://127.0.0.1:{port}/v1/chat/completions"
-    yield server
-    await runner.cleanup()
+    async with serve_post("/v1/chat/completions", server.handle) as origin:
+        server.url = f"{origin}/v1/chat/completions"
+        yield server
 
 
 async def raw_server(handler: RawHandler) -> tuple[asyncio.Server, str]:

@@ -96,8 +96,7 @@ async def test_every_target_failing_before_output_is_json_error(spawn_daemon: Sp
     assert body["error"]["code"] == "all_targets_failed"
 
 
-async def test_every_target_rate_limited_is_429_to_the_client(spawn_daemon: SpawnDaemon,
-                                                            mocks: tuple[OpenAIMock, OpenAIMock]) -> None:
+async def test_all_rate_limited_is_429(spawn_daemon: SpawnDaemon, mocks: tuple[OpenAIMock, OpenAIMock]) -> None:
     primary, backup = mocks
     for mock, wait in ((primary, "9"), (backup, "2")):
         mock.enqueue(Scripted(status=429, headers={"retry-after": wait}, body={

@@ -209,10 +209,11 @@ class AllTargetsFailed(BridgeError):
     status = 502
     error_type = "upstream_error"
     code = "all_targets_failed"
+    _outcome = "failed"  # what the message says happened to every target
 
-    def __init__(self, route: str, attempts: list[Attempt]) -> None:
+    def __init__(self, route: str, attempts: list[Attempt], advice: str = "") -> None:
         summary = "; ".join(f"{a.deployment}: {a.kind}" for a in attempts) or "no target was available"
-        super().__init__(f'every target of route "{route}" failed ({summary})')
+        super().__init__(f'every target of route "{route}" {self._outcome} ({summary}){advice}')
         self.attempts = attempts
 
     def body(self) -> dict[str, Any]:
@@ -233,12 +234,10 @@ class AllTargetsRateLimited(AllTargetsFailed):
     status = 429
     error_type = "rate_limit_error"
     code = "rate_limit_exceeded"
+    _outcome = "is rate limited upstream"
 
     def __init__(self, route: str, attempts: list[Attempt], retry_after: float | None) -> None:
-        super().__init__(route, attempts)
-        summary = "; ".join(f"{a.deployment}: {a.kind}" for a in attempts)
-        wait = f"; retry in {retry_after:.0f} s" if retry_after is not None else ""
-        self.message = redact(f'every target of route "{route}" is rate limited upstream ({summary}){wait}')
+        super().__init__(route, attempts, f"; retry in {retry_after:.0f} s" if retry_after is not None else "")
         self.retry_after = retry_after
 
     def headers(self) -> dict[str, str]:

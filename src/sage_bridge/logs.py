@@ -156,8 +156,8 @@ def _redact_values(entry: dict[str, Any]) -> dict[str, Any]:
 class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """A stream handler that writes the INFO and DEBUG lines of one event-loop pass at once.
 
-    On the event loop's thread such lines wait in a buffer that a callback, scheduled behind
-    the running ones, writes in one call: a request's line then goes out after its response,
+    On the event loop's thread such lines wait in a buffer. A callback scheduled behind the
+    running ones writes the buffer in one call, so a request's line goes out after its response
     and a busy loop makes one write for many requests. WARNING and above, lines from other
     threads and lines outside a loop are written at once. A SIGKILL loses at most the lines
     of the pass it interrupts.

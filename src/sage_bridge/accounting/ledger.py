@@ -104,8 +104,8 @@ class Ledger:
         self._thread: threading.Thread | None = None
         self._closed = False
         # Rows handed to the writer, and rows it has finished (committed or failed). Only
-        # record() raises the first and only the writer thread the second, so record() takes
-        # no lock; flush() waits on the condition for the two to meet.
+        # submit() raises the first and only the writer thread the second, so submit() takes
+        # no lock. flush() waits on the condition until the two are equal.
         self._queued = 0
         self._finished = 0
         self._idle = threading.Condition()

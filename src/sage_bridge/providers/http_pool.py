@@ -145,7 +145,7 @@ class HTTPPool:
                 f"connecting to {target.host}:{target.port} took longer than {self.connect_timeout} s"
             ) from None
         except ssl.SSLError as exc:
-            # The errno of an SSL error says nothing useful; the library's text names the problem.
+            # An SSL error's errno carries no useful meaning, so the message is the library's text.
             raise aiohttp.ClientOSError(f"TLS with {target.host}:{target.port} failed: {exc}") from exc
         except OSError as exc:
             # ClientOSError prints the errno itself, so the message carries only its meaning.

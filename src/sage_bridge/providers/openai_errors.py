@@ -3,7 +3,7 @@
 Chat requests go through openai_http (its HTTPPool raises aiohttp's exception classes as
 well), so `classify_http_error` covers aiohttp and openai_http exceptions. Embeddings go
 through the openai SDK, whose rule table is in openai_sdk, imported only when embeddings are
-used; both tables read an HTTP error status and a mid-stream error object through
+used. Both tables read an HTTP error status and a mid-stream error object through
 `status_failure` and `stream_error_failure` here.
 """
 

@@ -2,9 +2,9 @@
 
 The SDK costs several times the CPU of the request itself: it transforms the typed request,
 runs httpx2, httpcore2 and anyio underneath, and builds pydantic objects from every chunk. The
-chat path only needs a JSON POST and an SSE reader, so this module does those directly: whole
-answers through an http_pool.HTTPPool and streams through one pooled aiohttp session per
-provider. Errors are raised as the exception classes below (or aiohttp's own), which
+chat path only needs a JSON POST and an SSE reader, so this module does those directly:
+non-streamed responses through an http_pool.HTTPPool and streams through one pooled aiohttp
+session per provider. Errors are raised as the exception classes below (or aiohttp's own), which
 openai_errors maps onto UpstreamError.
 """
 
@@ -84,8 +84,8 @@ def request_headers(config: OpenAIProviderConfig, key: str) -> dict[str, str]:
 
 
 class OpenAIHTTPClient:
-    """POSTs to one server's /chat/completions: whole answers through an HTTPPool, streams over
-    a pooled aiohttp session.
+    """POSTs to one server's /chat/completions: non-streamed requests through an HTTPPool,
+    streams over a pooled aiohttp session.
 
     The session is created on first use, inside the running event loop, because aiohttp binds
     a session to the loop that created it.
@@ -102,7 +102,7 @@ class OpenAIHTTPClient:
 
     async def complete(self, body: dict[str, Any]) -> tuple[dict[str, Any], CIMultiDictProxy[str]]:
         """Send a non-streamed request; return the decoded completion and the response headers."""
-        reply = await self._whole_answers().post(_encode(body))
+        reply = await self._json_pool().post(_encode(body))
         if not _is_success(reply.status):
             raise OpenAIStatusError(reply.status, _decode_error_body(reply.body), reply.headers)
         return _decode_object(reply.body), reply.headers
@@ -130,7 +130,7 @@ class OpenAIHTTPClient:
             await self._session.close()
             self._session = None
 
-    def _whole_answers(self) -> HTTPPool:
+    def _json_pool(self) -> HTTPPool:
         if self._pool is None:
             # Built on first use, so that a bad base_url fails the request that uses it.
             self._pool = HTTPPool(self._url, self._headers, connect_timeout=self._config.connect_timeout,

@@ -1,7 +1,7 @@
 """The openai SDK, used only for embeddings, and the rules that classify its exceptions.
 
-Importing the SDK and httpx2 added about 16 MB to the idle daemon, so the OpenAI adapter
-imports this module on the first embeddings request; a daemon that only chats never loads them.
+Importing the SDK and httpx2 added about 16 MB to the idle daemon. So the OpenAI adapter
+imports this module on the first embeddings request, and a daemon that only chats never loads them.
 """
 
 from __future__ import annotations

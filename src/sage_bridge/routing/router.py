@@ -120,7 +120,7 @@ class Router:
         return await self._admitted(graph, request.model, ctx, request.output_limit, open_answer)
 
     async def _settled(self, run: _Run, call: Call[Settled]) -> Settled:
-        """Walk the plan and settle the cost of the answer that came back."""
+        """Walk the plan, then settle the cost of the result that came back."""
         result, lease = await self._walk(run, call)
         await self.accountant.settle(run.ctx, lease, result.usage)
         return result

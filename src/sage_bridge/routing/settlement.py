@@ -35,7 +35,11 @@ class Accountant:
         cost = self._cost(ctx, lease, usage)
         ctx.cost, ctx.cost_settled = cost, True
         succeeded = failure is None and not cancelled
-        outcome: Outcome = "ok" if succeeded else "cancelled" if cancelled else "error"
+        outcome: Outcome = "ok"
+        if cancelled:
+            outcome = "cancelled"
+        elif failure is not None:
+            outcome = "error"
         # The row goes to the writer thread first, so that it commits while the charges below run.
         committed = self.ledger.submit(self._row(ctx, outcome, usage, cost, failure.label if failure else None))
         if succeeded:

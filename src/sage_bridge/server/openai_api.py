@@ -64,8 +64,8 @@ def _context(request: web.Request, endpoint: str) -> RequestContext:
 def _json_answer(request: web.Request, ctx: RequestContext, body: dict[str, Any], usage: Usage) -> web.Response:
     response = web.Response(body=dumps(body), content_type="application/json")
     response.headers.update(bridge_headers(ctx))
-    # Counted and logged in a callback that runs after aiohttp has written the response, which
-    # takes this work off the response's path; the callback keeps the request id's context.
+    # Counted and logged in a callback that runs after aiohttp has written the response, so this
+    # work is off the response's path. The callback runs in the request's context, with its id.
     asyncio.get_running_loop().call_soon(_log_finished, request, ctx, usage)
     return response
 
@@ -85,7 +85,7 @@ async def _stream(request: web.Request, chat: ChatRequest, ctx: RequestContext, 
                 continue
             data = writer.event(event)
             if data:
-                # A slow reader holds this write back; that wait is the client's, not the bridge's.
+                # A slow reader delays this write, and that wait is the client's, not the bridge's.
                 started = time.perf_counter()
                 await response.write(data)
                 ctx.client_seconds += time.perf_counter() - started
